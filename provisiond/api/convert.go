@@ -1,0 +1,240 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// hostnameRE is an RFC 1123 host name: dot-separated labels of letters,
+// digits and inner hyphens, at most 63 characters each.
+var hostnameRE = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
+
+// invalidError marks a request that is wrong in itself (InvalidArgument).
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error { return &invalidError{fmt.Sprintf(format, args...)} }
+
+// hardwareFromPB validates a hardware message and converts it.
+func hardwareFromPB(h *pb.Hardware) (store.Hardware, error) {
+	if h == nil {
+		return store.Hardware{}, invalid("hardware is required")
+	}
+	out := store.Hardware{
+		ID:       strings.TrimSpace(h.GetId()),
+		Hostname: h.GetHostname(),
+		Arch:     h.GetArch(),
+		UEFI:     h.GetUefi(),
+		Disks:    h.GetDisks(),
+		Labels:   h.GetLabels(),
+		Netboot:  store.Netboot{AllowPXE: h.GetNetboot().GetAllowPxe(), AllowWorkflow: h.GetNetboot().GetAllowWorkflow()},
+	}
+	if out.ID != "" && !idRE.MatchString(out.ID) {
+		return out, invalid("id %q: use 1-64 letters, digits, '.', '_' or '-'", out.ID)
+	}
+	if out.Hostname != "" && (len(out.Hostname) > 253 || !hostnameRE.MatchString(out.Hostname)) {
+		return out, invalid("hostname %q is not a valid RFC 1123 host name", out.Hostname)
+	}
+	switch out.Arch {
+	case "":
+		out.Arch = "x86_64"
+	case "x86_64", "aarch64":
+	default:
+		return out, invalid("arch %q: must be x86_64 or aarch64", out.Arch)
+	}
+	if len(h.GetInterfaces()) == 0 {
+		return out, invalid("at least one interface is required")
+	}
+	seen := map[string]bool{}
+	for i, nic := range h.GetInterfaces() {
+		mac, err := store.NormalizeMAC(nic.GetMac())
+		if err != nil {
+			return out, invalid("interfaces[%d].mac: %v", i, err)
+		}
+		if seen[mac] {
+			return out, invalid("interfaces[%d].mac: %s is listed twice", i, mac)
+		}
+		seen[mac] = true
+		n := store.Interface{MAC: mac, NameServers: nic.GetNameServers()}
+		if ip := nic.GetIp(); ip != "" {
+			p, err := netip.ParsePrefix(ip)
+			if err != nil || !p.Addr().Is4() {
+				return out, invalid("interfaces[%d].ip %q: want an IPv4 address with prefix length, like 10.0.0.5/24", i, ip)
+			}
+			n.IP = p.String()
+		}
+		if gw := nic.GetGateway(); gw != "" {
+			a, err := netip.ParseAddr(gw)
+			if err != nil || !a.Is4() {
+				return out, invalid("interfaces[%d].gateway %q: want an IPv4 address", i, gw)
+			}
+			n.Gateway = a.String()
+		}
+		for j, ns := range n.NameServers {
+			if _, err := netip.ParseAddr(ns); err != nil {
+				return out, invalid("interfaces[%d].name_servers[%d] %q: want an IP address", i, j, ns)
+			}
+		}
+		out.Interfaces = append(out.Interfaces, n)
+	}
+	for i, d := range out.Disks {
+		if !strings.HasPrefix(d, "/dev/") {
+			return out, invalid("disks[%d] %q: want a device path under /dev/", i, d)
+		}
+	}
+	if m := strings.TrimSpace(h.GetMetadata()); m != "" {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(m), &obj); err != nil {
+			return out, invalid("metadata: want a JSON object: %v", err)
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, []byte(m)); err != nil {
+			return out, invalid("metadata: %v", err)
+		}
+		out.Metadata = buf.Bytes()
+	}
+	if b := h.GetBmc(); b != nil {
+		out.BMC = store.BMC{
+			Driver: b.GetDriver(), Address: b.GetAddress(), Port: int(b.GetPort()),
+			Username: b.GetUsername(), Password: b.GetPassword(), InsecureTLS: b.GetInsecureTls(),
+		}
+	}
+	switch out.BMC.Driver {
+	case "", "manual":
+		out.BMC.Driver = "manual"
+	case "ipmi", "redfish":
+		if out.BMC.Address == "" {
+			return out, invalid("bmc.address is required for driver %q", out.BMC.Driver)
+		}
+	default:
+		return out, invalid("bmc.driver %q: must be ipmi, redfish or manual", out.BMC.Driver)
+	}
+	if out.BMC.Port < 0 || out.BMC.Port > 65535 {
+		return out, invalid("bmc.port %d: out of range", out.BMC.Port)
+	}
+	return out, nil
+}
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// hardwareToPB converts stored hardware for a reader. The BMC password
+// never leaves the daemon: only whether one is set.
+func hardwareToPB(h store.Hardware, allocated bool) *pb.Hardware {
+	out := &pb.Hardware{
+		Id: h.ID, Hostname: h.Hostname, Arch: h.Arch, Uefi: h.UEFI, Disks: h.Disks, Labels: h.Labels,
+		Metadata: string(h.Metadata),
+		Netboot:  &pb.Netboot{AllowPxe: h.Netboot.AllowPXE, AllowWorkflow: h.Netboot.AllowWorkflow},
+		Bmc: &pb.BMC{
+			Driver: h.BMC.Driver, Address: h.BMC.Address, Port: uint32(h.BMC.Port), Username: h.BMC.Username,
+			InsecureTls: h.BMC.InsecureTLS, PasswordSet: h.BMC.Password != "",
+		},
+		Power:       powerToPB(h.Power),
+		PowerSeenAt: ts(h.PowerSeenAt),
+		Allocated:   allocated,
+		CreatedAt:   ts(h.CreatedAt),
+		UpdatedAt:   ts(h.UpdatedAt),
+	}
+	for _, nic := range h.Interfaces {
+		out.Interfaces = append(out.Interfaces, &pb.Interface{Mac: nic.MAC, Ip: nic.IP, Gateway: nic.Gateway, NameServers: nic.NameServers})
+	}
+	return out
+}
+
+func powerToPB(s string) pb.PowerState {
+	switch s {
+	case "on":
+		return pb.PowerState_POWER_STATE_ON
+	case "off":
+		return pb.PowerState_POWER_STATE_OFF
+	case "unknown":
+		return pb.PowerState_POWER_STATE_UNKNOWN
+	}
+	return pb.PowerState_POWER_STATE_UNSPECIFIED
+}
+
+var stateToPB = map[string]pb.State{
+	store.StatePending:   pb.State_STATE_PENDING,
+	store.StateBooting:   pb.State_STATE_BOOTING,
+	store.StateRunning:   pb.State_STATE_RUNNING,
+	store.StateSucceeded: pb.State_STATE_SUCCEEDED,
+	store.StateFailed:    pb.State_STATE_FAILED,
+	store.StateTimedOut:  pb.State_STATE_TIMED_OUT,
+	store.StateCancelled: pb.State_STATE_CANCELLED,
+}
+
+// StateFromPB maps an API state to the store's; "" for unspecified.
+func StateFromPB(s pb.State) string {
+	for k, v := range stateToPB {
+		if v == s {
+			return k
+		}
+	}
+	return ""
+}
+
+func templateToPB(t store.Template, tasks []*pb.TemplateTask) *pb.Template {
+	return &pb.Template{Id: t.ID, Name: t.Name, Content: t.Content, Tasks: tasks, CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt)}
+}
+
+// WorkflowToPB converts a stored workflow; the token hash stays inside.
+func WorkflowToPB(w store.Workflow) *pb.Workflow {
+	out := &pb.Workflow{
+		Id: w.ID, HardwareId: w.HardwareID, TemplateId: w.TemplateID, Parameters: w.Parameters,
+		State: stateToPB[w.State], CreatedAt: ts(w.CreatedAt), StartedAt: ts(w.StartedAt), FinishedAt: ts(w.FinishedAt),
+		Error: w.Error, Wipe: w.Wipe,
+	}
+	switch w.Kind {
+	case store.KindProvision:
+		out.Kind = pb.WorkflowKind_WORKFLOW_KIND_PROVISION
+	case store.KindDeprovision:
+		out.Kind = pb.WorkflowKind_WORKFLOW_KIND_DEPROVISION
+	}
+	for _, a := range w.Actions {
+		out.Actions = append(out.Actions, &pb.ActionStatus{
+			Task: a.Task, Name: a.Name, Image: a.Image, State: stateToPB[a.State], Attempt: int32(a.Attempt),
+			StartedAt: ts(a.StartedAt), FinishedAt: ts(a.FinishedAt), Message: a.Message, OutputTail: a.OutputTail,
+		})
+	}
+	return out
+}
+
+// MachineToPB converts a machine and, when known, its current workflow.
+func MachineToPB(m store.Machine, w *store.Workflow) *pb.Machine {
+	out := &pb.Machine{
+		HardwareId: m.HardwareID, TemplateId: m.TemplateID, Parameters: m.Parameters, UserData: m.UserData,
+		SshKeys: m.SSHKeys, Wipe: m.Wipe, ProvisionedAt: ts(m.ProvisionedAt), CreatedAt: ts(m.CreatedAt),
+	}
+	if w != nil {
+		out.Workflow = WorkflowToPB(*w)
+	}
+	return out
+}
+
+// EventToPB converts a logged event; w, when set, is the workflow snapshot.
+func EventToPB(e store.Event, w *store.Workflow) *pb.Event {
+	out := &pb.Event{
+		Seq: e.Seq, Time: ts(e.Time), WorkflowId: e.WorkflowID, HardwareId: e.HardwareID, Type: e.Type,
+		State: stateToPB[e.State], Task: e.Task, Action: e.Action, Message: e.Message,
+	}
+	if w != nil {
+		out.Workflow = WorkflowToPB(*w)
+	}
+	return out
+}

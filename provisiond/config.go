@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// config is provisiond's configuration. Every field is a flag; each flag
+// is also read from PROVISIOND_<NAME> (dashes as underscores) and from the
+// YAML file given by --config (keys are the flag names). A flag given on
+// the command line wins over the environment, which wins over the file.
+type config struct {
+	ConfigFile   string
+	DataDir      string
+	GRPCListen   string
+	HTTPListen   string
+	DHCPIface    string
+	DHCPMode     enum
+	TFTPListen   string
+	PublicIP     string
+	IPXEDir      string
+	AgentOSDir   string
+	ImagesDir    string
+	TokenFile    string
+	TLSCert      string
+	TLSKey       string
+	TLSClientCA  string
+	LogLevel     enum
+	LogFormat    enum
+	ShutdownWait time.Duration
+}
+
+// enum is a string flag that accepts only listed values.
+type enum struct {
+	val     string
+	allowed []string
+}
+
+func (e *enum) String() string { return e.val }
+
+func (e *enum) Set(s string) error {
+	for _, a := range e.allowed {
+		if s == a {
+			e.val = s
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s", strings.Join(e.allowed, ", "))
+}
+
+func newFlags(c *config) *flag.FlagSet {
+	c.DHCPMode = enum{"reservation", []string{"reservation", "proxy", "off"}}
+	c.LogLevel = enum{"info", []string{"debug", "info", "warn", "error"}}
+	c.LogFormat = enum{"text", []string{"text", "json"}}
+
+	fs := flag.NewFlagSet("provisiond", flag.ContinueOnError)
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML file with settings (keys are flag names)")
+	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/provisiond", "directory of the state database")
+	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7777", "address of the gRPC API (admin and agent)")
+	fs.StringVar(&c.HTTPListen, "http-listen", ":8080", "address of the HTTP server (iPXE scripts, agent OS, images, metadata, metrics)")
+	fs.StringVar(&c.DHCPIface, "dhcp-interface", "", "interface the DHCP server binds to (empty: all)")
+	fs.Var(&c.DHCPMode, "dhcp-mode", "DHCP mode: reservation, proxy or off")
+	fs.StringVar(&c.TFTPListen, "tftp-listen", ":69", "address of the TFTP server (empty: off)")
+	fs.StringVar(&c.PublicIP, "public-ip", "", "the address machines reach provisiond at (required for network boot)")
+	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (Debian's ipxe package)")
+	fs.StringVar(&c.AgentOSDir, "agent-os-dir", "", "directory holding the agent OS vmlinuz and initramfs")
+	fs.StringVar(&c.ImagesDir, "images-dir", "", "directory of OS images served under /images/")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the admin API bearer token (required)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate of the gRPC API (enables TLS)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: admin clients must present a certificate it signed")
+	fs.Var(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
+	fs.Var(&c.LogFormat, "log-format", "log format: text or json")
+	fs.DurationVar(&c.ShutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	return fs
+}
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return "PROVISIOND_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads the command line, then the environment, then the
+// config file, each filling only what the one before left unset.
+func parseConfig(args []string, getenv func(string) string) (*config, error) {
+	c := &config{}
+	fs := newFlags(c)
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		if v, ok := lookupEnv(getenv, envName(f.Name)); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+			set[f.Name] = true
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.ConfigFile != "" {
+		raw, err := os.ReadFile(c.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		var file map[string]any
+		if err := yaml.Unmarshal(raw, &file); err != nil {
+			return nil, fmt.Errorf("parse config %s: %w", c.ConfigFile, err)
+		}
+		for k, v := range file {
+			f := fs.Lookup(k)
+			if f == nil || k == "config" {
+				return nil, fmt.Errorf("config %s: unknown setting %q", c.ConfigFile, k)
+			}
+			if set[k] {
+				continue
+			}
+			if e := f.Value.Set(fmt.Sprint(v)); e != nil {
+				return nil, fmt.Errorf("config %s: %s: %w", c.ConfigFile, k, e)
+			}
+		}
+	}
+	return c, c.validate()
+}
+
+func lookupEnv(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func (c *config) validate() error {
+	var errs []error
+	if c.TokenFile == "" {
+		errs = append(errs, errors.New("--token-file is required: the admin API never runs without a token"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,190 @@
+// Command provisiond is the bare-metal provisioner: it holds the state,
+// serves DHCP, TFTP, iPXE scripts, the agent OS, images and metadata,
+// drives BMCs and runs workflows. The Terraform provider talks to it over
+// gRPC. See the README for the flags.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/api"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "provisiond:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel.val))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat.val == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// readSecret reads a secret file: trimmed, non-empty.
+func readSecret(path, what string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	s := strings.TrimSpace(string(raw))
+	if s == "" {
+		return "", fmt.Errorf("%s %s is empty", what, path)
+	}
+	return s, nil
+}
+
+func serverTLS(c *config) (*tls.Config, error) {
+	if c.TLSCert == "" {
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	if c.TLSClientCA != "" {
+		raw, err := os.ReadFile(c.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("read TLS client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(raw) {
+			return nil, fmt.Errorf("TLS client CA %s: no PEM certificate found", c.TLSClientCA)
+		}
+		// Agents authenticate with their workflow token and carry no
+		// certificate; admin calls are checked for one by api.Auth.
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	c, err := parseConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(c, stderr)
+	token, err := readSecret(c.TokenFile, "token file")
+	if err != nil {
+		return err
+	}
+	tlsConf, err := serverTLS(c)
+	if err != nil {
+		return err
+	}
+
+	st, err := store.Open(filepath.Join(c.DataDir, "provisiond.db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	auth := api.NewAuth(token, c.TLSClientCA != "", log)
+	gopts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(auth.Unary),
+		grpc.ChainStreamInterceptor(auth.Stream),
+	}
+	if tlsConf != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
+	}
+	gsrv := grpc.NewServer(gopts...)
+	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{}))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gsrv, hs)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := st.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	glis, err := net.Listen("tcp", c.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("listen gRPC on %s: %w", c.GRPCListen, err)
+	}
+	hlis, err := net.Listen("tcp", c.HTTPListen)
+	if err != nil {
+		glis.Close()
+		return fmt.Errorf("listen HTTP on %s: %w", c.HTTPListen, err)
+	}
+	log.Info("provisiond starting", "version", version, "grpc", glis.Addr().String(), "http", hlis.Addr().String(),
+		"tls", tlsConf != nil, "mtls", c.TLSClientCA != "", "data_dir", c.DataDir)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gsrv.Serve(glis); err != nil {
+			return fmt.Errorf("serve gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hsrv.Serve(hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("provisiond stopping")
+		hs.Shutdown()
+		sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
+		defer cancel()
+		stopped := make(chan struct{})
+		go func() { gsrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			gsrv.Stop()
+		}
+		return hsrv.Shutdown(sctx)
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && err == nil {
+		log.Info("provisiond stopped")
+	}
+	return err
+}

@@ -1,0 +1,275 @@
+// Package store keeps provisiond's state in a bbolt database: hardware,
+// templates, machines, workflows, DHCP leases and an append-only event log.
+//
+// Records are JSON. Every lookup by id, MAC or IP goes through an index
+// bucket, never a scan. All buckets are created when the database opens;
+// reads use View, writes Update (or Batch for group commit), and no
+// transaction is opened inside another. Bytes are copied out of a
+// transaction before it ends (json.Unmarshal copies).
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Sentinel errors. Adapters turn them into status codes with errors.Is.
+var (
+	// ErrNotFound: no record with that key.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique key (id, MAC, IP, template name) is taken.
+	ErrConflict = errors.New("already exists")
+	// ErrInUse: the record is referenced by another and cannot be deleted.
+	ErrInUse = errors.New("in use")
+	// ErrLocked: another process holds the database open.
+	ErrLocked = errors.New("database is locked by another process")
+	// ErrCorrupt: the file is not a usable bbolt database.
+	ErrCorrupt = errors.New("database file is corrupt or not a provisiond database")
+)
+
+var (
+	bHardware    = []byte("hardware")
+	bHWByMAC     = []byte("hardware_by_mac")
+	bHWByIP      = []byte("hardware_by_ip")
+	bTemplates   = []byte("templates")
+	bTplByName   = []byte("templates_by_name")
+	bMachines    = []byte("machines")
+	bMachByTpl   = []byte("machines_by_template") // template id + "/" + hardware id
+	bWorkflows   = []byte("workflows")
+	bWFByHW      = []byte("workflows_by_hardware") // hardware id + "/" + workflow id
+	bLeases      = []byte("leases")
+	bLeaseByIP   = []byte("leases_by_ip")
+	bEvents      = []byte("events")             // seq (big endian) → event
+	bEventsByWF  = []byte("events_by_workflow") // workflow id + "/" + seq → nil
+	bMeta        = []byte("meta")
+	allBuckets   = [][]byte{bHardware, bHWByMAC, bHWByIP, bTemplates, bTplByName, bMachines, bMachByTpl, bWorkflows, bWFByHW, bLeases, bLeaseByIP, bEvents, bEventsByWF, bMeta}
+	schemaKey    = []byte("schema")
+	schemaNumber = []byte("1")
+)
+
+// Options tune Open.
+type Options struct {
+	// LockTimeout bounds the wait for another process's lock on the file.
+	// Zero means one second.
+	LockTimeout time.Duration
+	// NoSync turns off fsync; for tests and benchmarks only.
+	NoSync bool
+}
+
+// Store is provisiond's database. It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever events are appended
+}
+
+// Open opens or creates the database at path.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = time.Second
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		switch {
+		case errors.Is(err, bolterrors.ErrTimeout):
+			return nil, fmt.Errorf("open store %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
+		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
+			return nil, fmt.Errorf("open store %s: %w: %v", path, ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		meta := tx.Bucket(bMeta)
+		if v := meta.Get(schemaKey); v != nil && string(v) != string(schemaNumber) {
+			return fmt.Errorf("%w: schema %q, this provisiond reads %q", ErrCorrupt, v, schemaNumber)
+		}
+		return meta.Put(schemaKey, schemaNumber)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &Store{db: db, changed: make(chan struct{})}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Changed returns a channel that is closed the next time an event is
+// appended. Watchers read the log, then wait on a fresh Changed channel.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *Store) notify() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Update runs fn in a read-write transaction; it commits if fn returns nil.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var t *Tx
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t = &Tx{tx: tx}
+		return fn(t)
+	})
+	if err == nil && t.appended {
+		s.notify()
+	}
+	return err
+}
+
+// Batch is Update with group commit: concurrent calls share one fsync, so
+// many small durable writes (DHCP leases) scale. fn may run more than once
+// and must be idempotent.
+func (s *Store) Batch(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	appended := false
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		t := &Tx{tx: tx}
+		err := fn(t)
+		appended = appended || t.appended
+		return err
+	})
+	if err == nil && appended {
+		s.notify()
+	}
+	return err
+}
+
+// Tx is a transaction. Its methods must not be used after fn returns.
+type Tx struct {
+	tx       *bolt.Tx
+	appended bool
+}
+
+// NewID returns a random 128-bit id in hex.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+func get[T any](tx *bolt.Tx, bucket []byte, key string, what string) (T, error) {
+	var v T
+	raw := tx.Bucket(bucket).Get([]byte(key))
+	if raw == nil {
+		return v, fmt.Errorf("%s %q: %w", what, key, ErrNotFound)
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("decode %s %q: %w", what, key, err)
+	}
+	return v, nil
+}
+
+func put(tx *bolt.Tx, bucket []byte, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s %q: %w", bucket, key, err)
+	}
+	return tx.Bucket(bucket).Put([]byte(key), raw)
+}
+
+func list[T any](tx *bolt.Tx, bucket []byte, what string) ([]T, error) {
+	var out []T
+	err := tx.Bucket(bucket).ForEach(func(k, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decode %s %q: %w", what, k, err)
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
+// lookup follows an index bucket to the primary key.
+func lookup(tx *bolt.Tx, index []byte, key string) (string, bool) {
+	v := tx.Bucket(index).Get([]byte(key))
+	return string(v), v != nil
+}
+
+func u64(n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return b[:]
+}
+
+// Read runs fn in a read-only transaction and returns its value.
+func Read[T any](ctx context.Context, s *Store, fn func(*Tx) (T, error)) (T, error) {
+	var v T
+	err := s.View(ctx, func(tx *Tx) error {
+		var err error
+		v, err = fn(tx)
+		return err
+	})
+	return v, err
+}
+
+// GetHardware returns the hardware with id.
+func (s *Store) GetHardware(ctx context.Context, id string) (Hardware, error) {
+	return Read(ctx, s, func(tx *Tx) (Hardware, error) { return tx.Hardware(id) })
+}
+
+// GetHardwareByMAC returns the hardware with an interface of that MAC.
+func (s *Store) GetHardwareByMAC(ctx context.Context, mac string) (Hardware, error) {
+	return Read(ctx, s, func(tx *Tx) (Hardware, error) { return tx.HardwareByMAC(mac) })
+}
+
+// GetHardwareByIP returns the hardware with an interface of that address.
+func (s *Store) GetHardwareByIP(ctx context.Context, ip string) (Hardware, error) {
+	return Read(ctx, s, func(tx *Tx) (Hardware, error) { return tx.HardwareByIP(ip) })
+}
+
+// GetTemplate returns the template with id.
+func (s *Store) GetTemplate(ctx context.Context, id string) (Template, error) {
+	return Read(ctx, s, func(tx *Tx) (Template, error) { return tx.Template(id) })
+}
+
+// GetMachine returns the machine on hardware id.
+func (s *Store) GetMachine(ctx context.Context, hardwareID string) (Machine, error) {
+	return Read(ctx, s, func(tx *Tx) (Machine, error) { return tx.Machine(hardwareID) })
+}
+
+// GetWorkflow returns the workflow with id.
+func (s *Store) GetWorkflow(ctx context.Context, id string) (Workflow, error) {
+	return Read(ctx, s, func(tx *Tx) (Workflow, error) { return tx.Workflow(id) })
+}

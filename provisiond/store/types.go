@@ -1,0 +1,169 @@
+package store
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Hardware is a physical server that provisiond knows.
+type Hardware struct {
+	ID         string            `json:"id"`
+	Hostname   string            `json:"hostname,omitempty"`
+	Interfaces []Interface       `json:"interfaces,omitempty"`
+	Arch       string            `json:"arch,omitempty"`
+	UEFI       bool              `json:"uefi,omitempty"`
+	Disks      []string          `json:"disks,omitempty"`
+	BMC        BMC               `json:"bmc"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	// Metadata is a free-form JSON object served to the machine.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+	Netboot  Netboot         `json:"netboot"`
+	// Power is the power state last seen: "on", "off" or "unknown" ("" never asked).
+	Power       string    `json:"power,omitempty"`
+	PowerSeenAt time.Time `json:"power_seen_at,omitzero"`
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+}
+
+// Interface is one NIC. IP is an address with prefix ("10.0.0.5/24") or empty.
+type Interface struct {
+	MAC         string   `json:"mac"`
+	IP          string   `json:"ip,omitempty"`
+	Gateway     string   `json:"gateway,omitempty"`
+	NameServers []string `json:"name_servers,omitempty"`
+}
+
+// BMC says how to reach a server's baseboard management controller.
+type BMC struct {
+	Driver      string `json:"driver,omitempty"`
+	Address     string `json:"address,omitempty"`
+	Port        int    `json:"port,omitempty"`
+	Username    string `json:"username,omitempty"`
+	Password    string `json:"password,omitempty"`
+	InsecureTLS bool   `json:"insecure_tls,omitempty"`
+}
+
+// Netboot gates network booting and workflows for one server.
+type Netboot struct {
+	AllowPXE      bool `json:"allow_pxe"`
+	AllowWorkflow bool `json:"allow_workflow"`
+}
+
+// Template is a workflow template as the user wrote it.
+type Template struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Content   string    `json:"content"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// Machine is hardware with a template installed on it; its key is the
+// hardware id. It owns its current workflow.
+type Machine struct {
+	HardwareID    string            `json:"hardware_id"`
+	TemplateID    string            `json:"template_id"`
+	Parameters    map[string]string `json:"parameters,omitempty"`
+	UserData      string            `json:"user_data,omitempty"`
+	SSHKeys       []string          `json:"ssh_keys,omitempty"`
+	Wipe          string            `json:"wipe,omitempty"`
+	WorkflowID    string            `json:"workflow_id,omitempty"`
+	ProvisionedAt time.Time         `json:"provisioned_at,omitzero"`
+	CreatedAt     time.Time         `json:"created_at,omitzero"`
+}
+
+// Workflow kinds.
+const (
+	KindProvision   = "provision"
+	KindDeprovision = "deprovision"
+)
+
+// Workflow and action states.
+const (
+	StatePending   = "pending"
+	StateBooting   = "booting"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateTimedOut  = "timed_out"
+	StateCancelled = "cancelled"
+)
+
+// Terminal reports whether a workflow or action in state s has ended.
+func Terminal(s string) bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateTimedOut, StateCancelled:
+		return true
+	}
+	return false
+}
+
+// Workflow is one run of a rendered template on one server.
+type Workflow struct {
+	ID         string            `json:"id"`
+	HardwareID string            `json:"hardware_id"`
+	TemplateID string            `json:"template_id,omitempty"`
+	Kind       string            `json:"kind"`
+	State      string            `json:"state"`
+	Parameters map[string]string `json:"parameters,omitempty"`
+	Wipe       string            `json:"wipe,omitempty"`
+	// GlobalTimeout bounds the whole workflow once it starts running.
+	GlobalTimeout time.Duration `json:"global_timeout,omitempty"`
+	// Actions are rendered when the workflow is created, so a later change
+	// of the template does not touch a running workflow.
+	Actions []Action `json:"actions"`
+	// TokenHash is the SHA-256 of the agent token; the token itself is
+	// never stored.
+	TokenHash     []byte    `json:"token_hash,omitempty"`
+	Error         string    `json:"error,omitempty"`
+	CreatedAt     time.Time `json:"created_at,omitzero"`
+	StartedAt     time.Time `json:"started_at,omitzero"`
+	FinishedAt    time.Time `json:"finished_at,omitzero"`
+	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+	// Step records how far the engine got with its own side of the
+	// workflow (boot set, power cycled, ...) so a restart resumes there.
+	Step string `json:"step,omitempty"`
+}
+
+// Action is one rendered action of a workflow and its state.
+type Action struct {
+	Task        string            `json:"task"`
+	Name        string            `json:"name"`
+	Image       string            `json:"image"`
+	Timeout     time.Duration     `json:"timeout,omitempty"`
+	Command     []string          `json:"command,omitempty"`
+	Environment map[string]string `json:"environment,omitempty"`
+	Volumes     []string          `json:"volumes,omitempty"`
+	PID         string            `json:"pid,omitempty"`
+	Retries     int               `json:"retries,omitempty"`
+
+	State      string    `json:"state"`
+	Attempt    int       `json:"attempt,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Message    string    `json:"message,omitempty"`
+	OutputTail string    `json:"output_tail,omitempty"`
+}
+
+// Lease is an address handed out by the DHCP server.
+type Lease struct {
+	MAC        string    `json:"mac"`
+	IP         string    `json:"ip"`
+	HardwareID string    `json:"hardware_id,omitempty"`
+	Hostname   string    `json:"hostname,omitempty"`
+	Expires    time.Time `json:"expires"`
+}
+
+// Event is an entry of the append-only event log.
+type Event struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	WorkflowID string    `json:"workflow_id,omitempty"`
+	HardwareID string    `json:"hardware_id,omitempty"`
+	// Type is "state", "action", "log", "power" or "operator".
+	Type    string `json:"type"`
+	State   string `json:"state,omitempty"`
+	Task    string `json:"task,omitempty"`
+	Action  string `json:"action,omitempty"`
+	Message string `json:"message,omitempty"`
+}

@@ -36,7 +36,9 @@ func addrOf(ip string) (string, bool) {
 // ---------------------------------------------------------------- hardware
 
 // Hardware returns the hardware with id.
-func (t *Tx) Hardware(id string) (Hardware, error) { return get[Hardware](t.tx, bHardware, id, "hardware") }
+func (t *Tx) Hardware(id string) (Hardware, error) {
+	return get[Hardware](t.tx, bHardware, id, "hardware")
+}
 
 // HardwareByMAC returns the hardware with an interface of that MAC.
 func (t *Tx) HardwareByMAC(mac string) (Hardware, error) {
@@ -140,7 +142,9 @@ func (t *Tx) DeleteHardware(id string) error {
 // ---------------------------------------------------------------- templates
 
 // Template returns the template with id.
-func (t *Tx) Template(id string) (Template, error) { return get[Template](t.tx, bTemplates, id, "template") }
+func (t *Tx) Template(id string) (Template, error) {
+	return get[Template](t.tx, bTemplates, id, "template")
+}
 
 // TemplateByName returns the template called name.
 func (t *Tx) TemplateByName(name string) (Template, error) {
@@ -247,7 +251,9 @@ func (t *Tx) DeleteMachine(hardwareID string) error {
 // ---------------------------------------------------------------- workflows
 
 // Workflow returns the workflow with id.
-func (t *Tx) Workflow(id string) (Workflow, error) { return get[Workflow](t.tx, bWorkflows, id, "workflow") }
+func (t *Tx) Workflow(id string) (Workflow, error) {
+	return get[Workflow](t.tx, bWorkflows, id, "workflow")
+}
 
 // ListWorkflows returns all workflows.
 func (t *Tx) ListWorkflows() ([]Workflow, error) { return list[Workflow](t.tx, bWorkflows, "workflow") }

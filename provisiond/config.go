@@ -34,6 +34,16 @@ type config struct {
 	LogLevel     enum
 	LogFormat    enum
 	ShutdownWait time.Duration
+
+	DHCPLeaseTime        time.Duration
+	DHCPDomain           string
+	IPXESourceCheck      bool
+	TrustedProxies       string
+	MetadataRequireToken bool
+	BMCTimeout           time.Duration
+	BMCWorkers           int
+	PowerPoll            time.Duration
+	IPMICipherSuite      string
 }
 
 // enum is a string flag that accepts only listed values.
@@ -78,6 +88,15 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.Var(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	fs.Var(&c.LogFormat, "log-format", "log format: text or json")
 	fs.DurationVar(&c.ShutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	fs.DurationVar(&c.DHCPLeaseTime, "dhcp-lease-time", time.Hour, "DHCP lease time")
+	fs.StringVar(&c.DHCPDomain, "dhcp-domain", "", "domain name (option 15) for host names that are not FQDNs")
+	fs.BoolVar(&c.IPXESourceCheck, "ipxe-source-check", true, "mint agent tokens only for requests from the MAC's reserved address")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For the metadata service believes")
+	fs.BoolVar(&c.MetadataRequireToken, "metadata-require-token", false, "user-data and /metadata need an IMDSv2-style session token")
+	fs.DurationVar(&c.BMCTimeout, "bmc-timeout", 30*time.Second, "timeout of one BMC operation attempt")
+	fs.IntVar(&c.BMCWorkers, "bmc-workers", 16, "BMC operations in flight at once across all BMCs")
+	fs.DurationVar(&c.PowerPoll, "power-poll-interval", time.Minute, "how often to read every server's power state (negative: off)")
+	fs.StringVar(&c.IPMICipherSuite, "ipmi-cipher-suite", "", "ipmitool -C cipher suite (empty: try 3, then 17)")
 	return fs
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -32,8 +33,25 @@ import (
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/api"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/dhcp"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/ipxe"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/metadata"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/tftp"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
+
+// tokens adapts the engine's "no running workflow" to the ipxe package's.
+type tokens struct{ eng *workflow.Engine }
+
+func (t tokens) MintAgentToken(ctx context.Context, hardwareID string) (string, string, error) {
+	id, tok, err := t.eng.MintAgentToken(ctx, hardwareID)
+	if errors.Is(err, workflow.ErrNotReady) {
+		return "", "", fmt.Errorf("%w: %v", ipxe.ErrNoWorkflow, err)
+	}
+	return id, tok, err
+}
 
 var version = "dev"
 
@@ -126,12 +144,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if tlsConf != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
 	}
+	// Where machines reach us: the public IP with our listeners' ports.
+	publicURL, grpcAddr := "", ""
+	if c.PublicIP != "" {
+		_, hp, _ := net.SplitHostPort(c.HTTPListen)
+		_, gp, _ := net.SplitHostPort(c.GRPCListen)
+		publicURL = "http://" + net.JoinHostPort(c.PublicIP, hp)
+		grpcAddr = net.JoinHostPort(c.PublicIP, gp)
+	}
+	bmcMgr := bmc.NewManager(st, log, reg, bmc.Options{
+		Timeout: c.BMCTimeout, Workers: c.BMCWorkers, PollInterval: c.PowerPoll, IPMICipherSuite: c.IPMICipherSuite,
+	})
+	eng := workflow.New(st, log, reg, bmcMgr, workflow.Options{
+		PublicURL: publicURL, ImagesURL: publicURL + "/images", MetadataURL: publicURL + "/metadata",
+	})
+
 	gsrv := grpc.NewServer(gopts...)
-	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{}))
+	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
+	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gsrv, hs)
 
 	mux := http.NewServeMux()
+	var proxies []string
+	if c.TrustedProxies != "" {
+		proxies = strings.Split(c.TrustedProxies, ",")
+	}
+	trusted, err := metadata.ParseTrustedProxies(proxies)
+	if err != nil {
+		return fmt.Errorf("parse --trusted-proxies: %w", err)
+	}
+	metadata.New(st, log, reg, metadata.Options{TrustedProxies: trusted, RequireToken: c.MetadataRequireToken}).Register(mux)
+	ipxe.New(st, tokens{eng}, log, reg, ipxe.Options{
+		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: tlsConf != nil,
+		AgentOSDir: c.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",
+		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, SourceCheck: c.IPXESourceCheck,
+	}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := st.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {
 			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
@@ -155,6 +203,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"tls", tlsConf != nil, "mtls", c.TLSClientCA != "", "data_dir", c.DataDir)
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Serve(gctx) })
+	g.Go(func() error { return bmcMgr.Serve(gctx) })
+	if c.DHCPMode.val != "off" {
+		serverIP, err := netip.ParseAddr(c.PublicIP)
+		if err != nil || !serverIP.Is4() {
+			return fmt.Errorf("--public-ip %q: DHCP needs the IPv4 address machines reach provisiond at", c.PublicIP)
+		}
+		srv := dhcp.New(st, log, reg, dhcp.Options{
+			Mode: c.DHCPMode.val, Interface: c.DHCPIface, ServerIP: serverIP, HTTPBase: publicURL,
+			LeaseTime: c.DHCPLeaseTime, Domain: c.DHCPDomain, UserClass: "baremetal",
+		})
+		g.Go(func() error { return srv.Serve(gctx) })
+	}
+	if c.TFTPListen != "" {
+		srv := tftp.New(log, reg, tftp.Options{Root: c.IPXEDir, Listen: c.TFTPListen})
+		g.Go(func() error { return srv.Serve(gctx) })
+	}
 	g.Go(func() error {
 		if err := gsrv.Serve(glis); err != nil {
 			return fmt.Errorf("serve gRPC: %w", err)

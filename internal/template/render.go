@@ -152,6 +152,9 @@ func RenderText(content string, data Data) (string, *Template, error) {
 	if err != nil {
 		return "", nil, syntaxError(err)
 	}
+	if err := checkTree(tt, content); err != nil {
+		return "", nil, err
+	}
 	out := &limitedBuffer{max: MaxRenderedSize}
 	if err := tt.Execute(out, data.root()); err != nil {
 		if errors.Is(err, errTooBig) {

@@ -1,0 +1,166 @@
+// Package actions holds the agent's built-in actions. Each accepts the
+// environment interface of the matching Tinkerbell hub action, so existing
+// templates run without a container runtime.
+//
+// An action writes its human-readable output (progress, command output) to
+// the writer it is given and honours its context: the runner puts the
+// action's timeout and the workflow's cancellation on it.
+package actions
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Spec is one action as the server hands it out.
+type Spec struct {
+	Name    string
+	Image   string
+	Command []string
+	Env     map[string]string
+}
+
+// Func runs an action. It blocks until the action is done or ctx ends.
+type Func func(ctx context.Context, s Spec, out io.Writer) error
+
+// Action is a built-in action.
+type Action struct {
+	Run Func
+	// Then, when set, is what the agent does after it has reported the
+	// action as succeeded: "reboot", "poweroff" or "kexec". Reporting first
+	// removes Tinkerbell's race between a reboot and its status report.
+	Then string
+}
+
+// Deps are what the built-in actions need from outside.
+type Deps struct {
+	// HTTPClient fetches images; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// ProgressEvery is how often long actions print a progress line;
+	// zero means every 5 seconds.
+	ProgressEvery time.Duration
+	// Shell runs CMD_LINE-style commands; empty means "/bin/sh -c".
+	Shell string
+}
+
+// Builtins are the built-in actions bound to their dependencies.
+type Builtins struct {
+	http     *http.Client
+	progress time.Duration
+	shell    string
+}
+
+// New returns the built-in actions. It does no I/O.
+func New(d Deps) *Builtins {
+	b := &Builtins{http: d.HTTPClient, progress: d.ProgressEvery, shell: d.Shell}
+	if b.http == nil {
+		b.http = http.DefaultClient
+	}
+	if b.progress <= 0 {
+		b.progress = 5 * time.Second
+	}
+	if b.shell == "" {
+		b.shell = "/bin/sh -c"
+	}
+	return b
+}
+
+// Registry maps a normalised image name (see ImageName) to its action.
+type Registry map[string]Action
+
+// Registry returns every built-in action by image name.
+func (b *Builtins) Registry() Registry {
+	return Registry{
+		"image2disk": {Run: b.Image2Disk},
+		"writefile":  {Run: b.WriteFile},
+		"exec":       {Run: b.Exec},
+		"cexec":      {Run: b.Exec},
+		"wipe":       {Run: b.Wipe},
+		"reboot":     {Run: announce("reboot"), Then: "reboot"},
+		"poweroff":   {Run: announce("poweroff"), Then: "poweroff"},
+		"kexec":      {Run: b.KexecLoad, Then: "kexec"},
+	}
+}
+
+// Names lists the image names the registry knows, sorted.
+func (r Registry) Names() []string {
+	names := make([]string, 0, len(r))
+	for n := range r {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup finds the action for an image reference such as "image2disk" or
+// "quay.io/tinkerbell/actions/image2disk:v1.0.0".
+func (r Registry) Lookup(image string) (Action, error) {
+	name := ImageName(image)
+	a, ok := r[name]
+	if !ok {
+		return Action{}, fmt.Errorf("image %q is not a built-in action (known: %s); container images are not supported", image, strings.Join(r.Names(), ", "))
+	}
+	return a, nil
+}
+
+// ImageName reduces an image reference to the name of a built-in action:
+// the last path element without tag or digest.
+func ImageName(image string) string {
+	s := strings.TrimSpace(image)
+	if i := strings.Index(s, "@"); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.LastIndex(s, "/"); i >= 0 {
+		s = s[i+1:]
+	}
+	if i := strings.Index(s, ":"); i >= 0 {
+		s = s[:i]
+	}
+	return strings.ToLower(s)
+}
+
+func announce(what string) Func {
+	return func(ctx context.Context, s Spec, out io.Writer) error {
+		fmt.Fprintf(out, "%s: will %s once this action is reported\n", s.Name, what)
+		return ctx.Err()
+	}
+}
+
+// env returns the value of key, or def when unset or empty.
+func env(s Spec, key, def string) string {
+	if v, ok := s.Env[key]; ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// progressTicker prints a progress line every interval until stop is called.
+func progressTicker(every time.Duration, line func()) (stop func()) {
+	t := time.NewTicker(every)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-t.C:
+				line()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		t.Stop()
+		close(done)
+		<-finished
+	}
+}
+
+// mib formats a byte count in MiB.
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -1,0 +1,69 @@
+// Command mkagentos builds the agent OS: DIR/vmlinuz and DIR/initramfs from a
+// Debian linux-image package (or an installed-kernel tree) and the static
+// agent binary, which becomes /init.
+//
+//	mkagentos -kernel-deb build/cache/linux-image-6.1.0-56-amd64_*.deb -init build/agent -out build/agent-os
+//	mkagentos -kernel-dir /path/to/kernel-tree -init build/agent -out build/agent-os
+//
+// Same inputs give the same output bytes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/osbuild"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "mkagentos:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("mkagentos", flag.ContinueOnError)
+	deb := fs.String("kernel-deb", "", "Debian linux-image-*.deb to take vmlinuz and modules from")
+	dir := fs.String("kernel-dir", "", "installed-kernel tree (boot/vmlinuz-V, lib/modules/V/...) instead of -kernel-deb")
+	initPath := fs.String("init", "", "static executable to install as /init (the agent)")
+	out := fs.String("out", "build/agent-os", "output directory")
+	modules := fs.String("modules", strings.Join(osbuild.VirtioModules, ","), "comma-separated modules to ship (dependencies are added)")
+	extra := fs.String("extra-modules", strings.Join(osbuild.ServerModules, ","), "more comma-separated modules (real-server NIC and storage drivers); empty for none")
+	compression := fs.String("compress", "gzip", "initramfs compression: gzip or none")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*deb == "") == (*dir == "") || *initPath == "" {
+		return errors.New("need -init and exactly one of -kernel-deb or -kernel-dir")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "mkagentos")
+	return osbuild.BuildAgentOS(ctx, log, osbuild.AgentOSConfig{
+		KernelDeb:   *deb,
+		KernelDir:   *dir,
+		InitPath:    *initPath,
+		OutDir:      *out,
+		Modules:     splitList(*modules, *extra),
+		Compression: osbuild.Compression(*compression),
+	})
+}
+
+func splitList(lists ...string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, s := range strings.Split(l, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,27 @@
+# Agent OS and demo OS image targets. The top GNUmakefile includes this file:
+#   include internal/osbuild/osbuild.mk
+# Needs GO and the Debian tools dpkg-deb and apt-get (download only, no root);
+# demo-image also needs dosfstools, mtools and syslinux.
+
+BUILD_DIR     ?= build
+KERNEL_CACHE  ?= $(BUILD_DIR)/cache
+# Set KERNEL_DEB=path/to/linux-image-*.deb or KERNEL_DIR=tree (bring your own
+# kernel, see internal/osbuild/README.md) to skip the apt download.
+KERNEL_DEB    ?=
+KERNEL_DIR    ?=
+OSBUILD_GO    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
+KERNEL_SOURCE  = $(if $(KERNEL_DIR),-kernel-dir $(KERNEL_DIR),-kernel-deb $(or $(KERNEL_DEB),$$(internal/osbuild/kernel-deb.sh $(KERNEL_CACHE))))
+
+.PHONY: agent-os
+agent-os: ## Build build/agent-os/{vmlinuz,initramfs} (Debian kernel + static agent as /init), reproducibly.
+	@mkdir -p $(BUILD_DIR)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BUILD_DIR)/agent ./agent
+	$(OSBUILD_GO) -o $(BUILD_DIR)/mkagentos ./internal/osbuild/cmd/mkagentos
+	$(BUILD_DIR)/mkagentos $(KERNEL_SOURCE) -init $(BUILD_DIR)/agent -out $(BUILD_DIR)/agent-os
+
+.PHONY: demo-image
+demo-image: ## Build build/images/demo-os.raw, the small OS the demo installs (prints hostname and user-data).
+	@mkdir -p $(BUILD_DIR)
+	$(OSBUILD_GO) -o $(BUILD_DIR)/demoinit ./internal/demoinit
+	$(OSBUILD_GO) -o $(BUILD_DIR)/mkdemoimage ./internal/osbuild/cmd/mkdemoimage
+	$(BUILD_DIR)/mkdemoimage $(KERNEL_SOURCE) -init $(BUILD_DIR)/demoinit -out $(BUILD_DIR)/images/demo-os.raw

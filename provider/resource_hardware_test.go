@@ -1,0 +1,235 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-framework-jsontypes/jsontypes"
+	fwresource "github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-testing/compare"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
+	"github.com/hashicorp/terraform-plugin-testing/statecheck"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+)
+
+func hardwareConfig(d *testDaemon, mac, hostname, metadata string) string {
+	return hcl(d.ProviderConfig(), fmt.Sprintf(`
+resource "baremetal_hardware" "test" {
+  hostname = %q
+  interfaces = [{
+    mac          = %q
+    ip           = "10.99.0.10/24"
+    gateway      = "10.99.0.1"
+    name_servers = ["10.99.0.1"]
+  }]
+  disks = ["/dev/vda"]
+  bmc = {
+    driver   = "ipmi"
+    address  = "127.0.0.1"
+    port     = 9623
+    username = "admin"
+    password = "bmc-secret-1"
+  }
+  labels   = { rack = "r1" }
+  metadata = %s
+}
+`, hostname, mac, metadata))
+}
+
+func TestAccHardware(t *testing.T) {
+	requireAcc(t)
+	d := startDaemon(t, nil)
+	addr := "baremetal_hardware.test"
+	var id string
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{
+			{
+				// Upper-case MAC: provisiond stores lower case, and no diff follows.
+				Config: hardwareConfig(d, "52:54:00:AA:00:01", "node1", `jsonencode({ role = "web", n = 1 })`),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("id"), knownvalue.NotNull()),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("arch"), knownvalue.StringExact("x86_64")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("interfaces").AtSliceIndex(0).AtMapKey("mac"), knownvalue.StringExact("52:54:00:AA:00:01")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("bmc").AtMapKey("password_set"), knownvalue.Bool(true)),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("labels"), knownvalue.MapExact(map[string]knownvalue.Check{"rack": knownvalue.StringExact("r1")})),
+				},
+				Check: func(s *terraform.State) error {
+					id = s.RootModule().Resources[addr].Primary.ID
+					h := d.mustHardware(t, id)
+					if h.BMC.Password != "bmc-secret-1" || h.Interfaces[0].MAC != "52:54:00:aa:00:01" {
+						return fmt.Errorf("provisiond holds password set=%t mac %s", h.BMC.Password != "", h.Interfaces[0].MAC)
+					}
+					return nil
+				},
+			},
+			{
+				ResourceName:      addr,
+				ImportState:       true,
+				ImportStateVerify: true,
+				// provisiond never returns the password; the MAC comes back in its spelling.
+				ImportStateVerifyIgnore: []string{"bmc.password", "interfaces.0.mac"},
+			},
+			{
+				// Import by MAC, in another spelling.
+				ResourceName:            addr,
+				ImportState:             true,
+				ImportStateId:           "52-54-00-aa-00-01",
+				ImportStateVerify:       true,
+				ImportStateVerifyIgnore: []string{"bmc.password", "interfaces.0.mac"},
+			},
+			{
+				// In place: new host name; the same JSON written differently shows no diff.
+				Config: hardwareConfig(d, "52:54:00:AA:00:01", "node1b", `"{\"n\": 1,  \"role\": \"web\"}"`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("hostname"), knownvalue.StringExact("node1b")),
+				},
+				Check: func(s *terraform.State) error {
+					if got := s.RootModule().Resources[addr].Primary.ID; got != id {
+						return fmt.Errorf("id changed from %s to %s: replaced instead of updated", id, got)
+					}
+					if h := d.mustHardware(t, id); h.Hostname != "node1b" || h.BMC.Password != "bmc-secret-1" {
+						return fmt.Errorf("provisiond holds hostname %q, password kept %t", h.Hostname, h.BMC.Password == "bmc-secret-1")
+					}
+					return nil
+				},
+			},
+			{
+				Config:   hardwareConfig(d, "52:54:00:AA:00:01", "node1b", `jsonencode({ role = "web", n = 1 })`),
+				PlanOnly: true,
+			},
+			{
+				// A new MAC is a new server: replace.
+				Config: hardwareConfig(d, "52:54:00:aa:00:02", "node1b", `jsonencode({ role = "web", n = 1 })`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+				}},
+			},
+		},
+	})
+}
+
+func TestAccHardwareInUseRefusesDelete(t *testing.T) {
+	requireAcc(t)
+	d := startDaemon(t, nil)
+	var id string
+	hold := func(held bool) func() {
+		return func() {
+			err := d.Store.Update(context.Background(), func(tx *store.Tx) error {
+				if held {
+					if err := tx.CreateTemplate(store.Template{ID: "held", Name: "held", Content: minimalTemplate("held", "one")}); err != nil {
+						return err
+					}
+					return tx.PutMachine(store.Machine{HardwareID: id, TemplateID: "held"})
+				}
+				if err := tx.DeleteMachine(id); err != nil {
+					return err
+				}
+				return tx.DeleteTemplate("held")
+			})
+			if err != nil {
+				t.Fatalf("store: %v", err)
+			}
+		}
+	}
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{
+			{
+				Config: hardwareConfig(d, "52:54:00:aa:01:01", "held", `jsonencode({})`),
+				Check: func(s *terraform.State) error {
+					id = s.RootModule().Resources["baremetal_hardware.test"].Primary.ID
+					return nil
+				},
+			},
+			{
+				PreConfig:   hold(true),
+				Config:      d.ProviderConfig(),
+				ExpectError: regexp.MustCompile(`(?s)Hardware .* is in use.*Destroy the baremetal_machine`),
+			},
+			{
+				PreConfig: hold(false),
+				Config:    d.ProviderConfig(),
+			},
+		},
+	})
+}
+
+func TestAccHardwareDataSource(t *testing.T) {
+	requireAcc(t)
+	d := startDaemon(t, nil)
+	cfg := hcl(hardwareConfig(d, "52:54:00:aa:02:01", "ds1", `jsonencode({ a = [1, 2] })`), `
+data "baremetal_hardware" "by_mac" {
+  mac = upper(baremetal_hardware.test.interfaces[0].mac)
+}
+data "baremetal_hardware" "by_name" {
+  hostname = baremetal_hardware.test.hostname
+}
+data "baremetal_hardware" "by_id" {
+  id = baremetal_hardware.test.id
+}
+`)
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{{
+			Config: cfg,
+			ConfigStateChecks: []statecheck.StateCheck{
+				statecheck.CompareValuePairs("data.baremetal_hardware.by_mac", tfjsonpath.New("id"), "baremetal_hardware.test", tfjsonpath.New("id"), compare.ValuesSame()),
+				statecheck.CompareValuePairs("data.baremetal_hardware.by_name", tfjsonpath.New("id"), "baremetal_hardware.test", tfjsonpath.New("id"), compare.ValuesSame()),
+				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("bmc").AtMapKey("password_set"), knownvalue.Bool(true)),
+				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("allocated"), knownvalue.Bool(false)),
+				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("metadata"), knownvalue.StringExact(`{"a":[1,2]}`)),
+				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("interfaces").AtSliceIndex(0).AtMapKey("ip"), knownvalue.StringExact("10.99.0.10/24")),
+			},
+		}},
+	})
+}
+
+// TestMetadataSemanticEquality checks the metadata type: equal JSON in
+// other spelling compares equal, so Read keeps the configured spelling
+// and plans show no diff; different JSON does not.
+func TestMetadataSemanticEquality(t *testing.T) {
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		a, b string
+		want bool
+	}{
+		"same":            {`{"a":1}`, `{"a":1}`, true},
+		"spacing":         {`{"a": 1, "b": [1, 2]}`, `{"a":1,"b":[1,2]}`, true},
+		"key order":       {`{"b":2,"a":1}`, `{"a":1,"b":2}`, true},
+		"nested order":    {`{"x":{"d":1,"c":2}}`, "{\n  \"x\": {\"c\": 2, \"d\": 1}\n}", true},
+		"different value": {`{"a":1}`, `{"a":2}`, false},
+		"array order":     {`{"a":[1,2]}`, `{"a":[2,1]}`, false},
+		"extra key":       {`{"a":1}`, `{"a":1,"b":null}`, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			eq, diags := jsontypes.NewNormalizedValue(tc.a).StringSemanticEquals(ctx, jsontypes.NewNormalizedValue(tc.b))
+			if diags.HasError() {
+				t.Fatalf("diagnostics: %v", diags)
+			}
+			if eq != tc.want {
+				t.Errorf("%s vs %s: semantically equal = %t, want %t", tc.a, tc.b, eq, tc.want)
+			}
+		})
+	}
+	// The schema uses this type, so the comparison above is what Terraform sees.
+	var r hardwareResource
+	resp := new(fwresource.SchemaResponse)
+	r.Schema(ctx, fwresource.SchemaRequest{}, resp)
+	if _, ok := resp.Schema.Attributes["metadata"].GetType().(jsontypes.NormalizedType); !ok {
+		t.Errorf("metadata has type %T, want jsontypes.NormalizedType", resp.Schema.Attributes["metadata"].GetType())
+	}
+}

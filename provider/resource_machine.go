@@ -1,0 +1,648 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+)
+
+var (
+	_ resource.ResourceWithConfigure   = (*machineResource)(nil)
+	_ resource.ResourceWithImportState = (*machineResource)(nil)
+)
+
+// Default timeouts of the machine's operations.
+const (
+	defaultCreateTimeout = 60 * time.Minute
+	defaultUpdateTimeout = 10 * time.Minute
+	defaultDeleteTimeout = 30 * time.Minute
+)
+
+// machineResource installs an operating system on hardware and wipes it
+// on destroy.
+type machineResource struct {
+	client *apiClient
+	// retryWait is the pause before following a workflow again after the
+	// stream broke; tests shorten it.
+	retryWait time.Duration
+}
+
+// NewMachineResource returns the baremetal_machine resource.
+func NewMachineResource() resource.Resource { return &machineResource{retryWait: 2 * time.Second} }
+
+type machineModel struct {
+	ID            types.String   `tfsdk:"id"`
+	HardwareID    types.String   `tfsdk:"hardware_id"`
+	TemplateID    types.String   `tfsdk:"template_id"`
+	Parameters    types.Map      `tfsdk:"parameters"`
+	UserData      types.String   `tfsdk:"user_data"`
+	SSHKeys       types.List     `tfsdk:"ssh_keys"`
+	Wipe          types.String   `tfsdk:"wipe"`
+	Power         types.String   `tfsdk:"power"`
+	Timeouts      timeouts.Value `tfsdk:"timeouts"`
+	State         types.String   `tfsdk:"state"`
+	IP            types.String   `tfsdk:"ip"`
+	WorkflowID    types.String   `tfsdk:"workflow_id"`
+	ProvisionedAt types.String   `tfsdk:"provisioned_at"`
+	Error         types.String   `tfsdk:"error"`
+	OutputTail    types.String   `tfsdk:"output_tail"`
+}
+
+func (r *machineResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_machine"
+}
+
+func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	resp.Schema = schema.Schema{
+		Description: "A server installed with a template. Create PXE-boots the hardware into the agent OS, runs the template's actions and waits until the server has booted from its disk; destroy wipes the disks and powers the server off.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				Description:   "The machine id: its hardware id.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+			"hardware_id": schema.StringAttribute{
+				Description:   "Id of the `baremetal_hardware` to install. Changing it replaces the machine.",
+				Required:      true,
+				Validators:    []validator.String{idValidator()},
+				PlanModifiers: replace,
+			},
+			"template_id": schema.StringAttribute{
+				Description:   "Id of the `baremetal_template` to install with. Changing it reinstalls the server.",
+				Required:      true,
+				PlanModifiers: replace,
+			},
+			"parameters": schema.MapAttribute{
+				Description:   "Values the template reads as `{{ .Params.NAME }}`, e.g. an image URL. Changing them reinstalls the server.",
+				Optional:      true,
+				ElementType:   types.StringType,
+				Validators:    []validator.Map{mapvalidator.SizeAtLeast(1)},
+				PlanModifiers: []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+			},
+			"user_data": schema.StringAttribute{
+				Description:   "User data (e.g. cloud-init) that the metadata service serves to the installed server at `/2009-04-04/user-data`. Changing it reinstalls the server.",
+				Optional:      true,
+				Sensitive:     true,
+				PlanModifiers: replace,
+			},
+			"ssh_keys": schema.ListAttribute{
+				Description:   "SSH public keys served as the EC2-style `public-keys`. Changing them reinstalls the server.",
+				Optional:      true,
+				ElementType:   types.StringType,
+				Validators:    []validator.List{listvalidator.SizeAtLeast(1)},
+				PlanModifiers: []planmodifier.List{listplanmodifier.RequiresReplace()},
+			},
+			"wipe": schema.StringAttribute{
+				Description: "What destroy does to the disks: `none`, `quick` (partition tables and file system signatures), `zero` (write zeros over every disk: slow) or `discard` (TRIM/UNMAP every block). Changes apply in place; they matter at destroy.",
+				Optional:    true,
+				Computed:    true,
+				Default:     stringdefault.StaticString("quick"),
+				Validators:  []validator.String{stringvalidator.OneOf("none", "quick", "zero", "discard")},
+			},
+			"power": schema.StringAttribute{
+				Description:   "Desired power state once installed: `on` or `off`. Changes in place through the BMC. Unset: not managed, and the attribute shows the state provisiond last saw.",
+				Optional:      true,
+				Computed:      true,
+				Validators:    []validator.String{stringvalidator.OneOf("on", "off")},
+				PlanModifiers: keep,
+			},
+			"state": schema.StringAttribute{
+				Description:   "State of the machine's last workflow: `pending`, `booting`, `running`, `succeeded`, `failed`, `timed_out` or `cancelled`.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+			"ip": schema.StringAttribute{
+				Description:   "IPv4 address of the boot interface, without prefix length (null when the hardware has no reservation).",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+			"workflow_id": schema.StringAttribute{
+				Description:   "Id of the workflow that installed the machine; provisiond's log and events name it.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+			"provisioned_at": schema.StringAttribute{
+				Description:   "When the installation finished (RFC 3339), null until it succeeded.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+			"error": schema.StringAttribute{
+				Description:   "Why the last workflow failed, null when it did not.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+			"output_tail": schema.StringAttribute{
+				Description:   "The last lines of output of the action that failed, null when none failed.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
+		},
+		Blocks: map[string]schema.Block{
+			"timeouts": timeouts.Block(ctx, timeouts.Opts{
+				Create: true, Update: true, Delete: true,
+				CreateDescription: "How long to wait for the installation (default 60m). On timeout the machine stays in state as tainted.",
+				UpdateDescription: "How long to wait for a power change (default 10m).",
+				DeleteDescription: "How long to wait for the wipe (default 30m).",
+			}),
+		},
+	}
+}
+
+func (r *machineResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.client = clientFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+// stateName is the lower-case name of an API state ("succeeded").
+func stateName(s pb.State) string {
+	if s == pb.State_STATE_UNSPECIFIED {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STATE_"))
+}
+
+func terminal(s pb.State) bool {
+	switch s {
+	case pb.State_STATE_SUCCEEDED, pb.State_STATE_FAILED, pb.State_STATE_TIMED_OUT, pb.State_STATE_CANCELLED:
+		return true
+	}
+	return false
+}
+
+// failedAction returns the action that failed or timed out, if any.
+func failedAction(w *pb.Workflow) *pb.ActionStatus {
+	for _, a := range w.GetActions() {
+		if a.GetState() == pb.State_STATE_FAILED || a.GetState() == pb.State_STATE_TIMED_OUT {
+			return a
+		}
+	}
+	return nil
+}
+
+// fillComputed sets the attributes read from provisiond.
+func fillComputed(m *machineModel, pm *pb.Machine, hw *pb.Hardware) {
+	m.ID = types.StringValue(pm.GetHardwareId())
+	m.HardwareID = types.StringValue(pm.GetHardwareId())
+	w := pm.GetWorkflow()
+	m.State = strOrNull(stateName(w.GetState()))
+	m.WorkflowID = strOrNull(w.GetId())
+	m.ProvisionedAt = types.StringNull()
+	if pm.GetProvisionedAt() != nil {
+		m.ProvisionedAt = types.StringValue(pm.GetProvisionedAt().AsTime().UTC().Format(time.RFC3339))
+	}
+	m.Error, m.OutputTail = types.StringNull(), types.StringNull()
+	if a := failedAction(w); a != nil {
+		msg := fmt.Sprintf("action %q of task %q %s", a.GetName(), a.GetTask(), stateName(a.GetState()))
+		if a.GetMessage() != "" {
+			msg += ": " + a.GetMessage()
+		}
+		m.Error = types.StringValue(msg)
+		m.OutputTail = strOrNull(a.GetOutputTail())
+	} else if w.GetError() != "" {
+		m.Error = types.StringValue(w.GetError())
+	}
+	m.IP = types.StringNull()
+	if nics := hw.GetInterfaces(); len(nics) > 0 && nics[0].GetIp() != "" {
+		ip, _, _ := strings.Cut(nics[0].GetIp(), "/")
+		m.IP = types.StringValue(ip)
+	}
+	switch hw.GetPower() {
+	case pb.PowerState_POWER_STATE_ON:
+		m.Power = types.StringValue("on")
+	case pb.PowerState_POWER_STATE_OFF:
+		m.Power = types.StringValue("off")
+	default:
+		if m.Power.IsUnknown() {
+			m.Power = types.StringNull()
+		}
+	}
+}
+
+// fillDesired sets the configured attributes from provisiond's view, for
+// Read: a change made outside Terraform shows as drift.
+func fillDesired(m *machineModel, pm *pb.Machine) {
+	m.TemplateID = types.StringValue(pm.GetTemplateId())
+	m.Parameters = stringMap(pm.GetParameters())
+	m.UserData = strOrNull(pm.GetUserData())
+	m.SSHKeys = stringList(pm.GetSshKeys())
+	if m.Wipe.IsNull() || m.Wipe.IsUnknown() {
+		// Import: take provisiond's. Otherwise the state's wins: destroy
+		// passes it explicitly.
+		m.Wipe = types.StringValue(pm.GetWipe())
+		if pm.GetWipe() == "" {
+			m.Wipe = types.StringValue("quick")
+		}
+	}
+}
+
+// failureDetail explains a failed workflow: the action, its message and
+// output tail.
+func failureDetail(what string, w *pb.Workflow) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "The %s workflow %s of hardware %s ended %s.", what, w.GetId(), w.GetHardwareId(), stateName(w.GetState()))
+	if a := failedAction(w); a != nil {
+		fmt.Fprintf(&b, "\n\nFailed action: %q (task %q, image %s, attempt %d)", a.GetName(), a.GetTask(), a.GetImage(), a.GetAttempt())
+		if a.GetMessage() != "" {
+			fmt.Fprintf(&b, "\nMessage: %s", a.GetMessage())
+		}
+		if a.GetOutputTail() != "" {
+			fmt.Fprintf(&b, "\n\nLast output of the action:\n%s", a.GetOutputTail())
+		}
+	}
+	if w.GetError() != "" {
+		fmt.Fprintf(&b, "\n\nError: %s", w.GetError())
+	}
+	return b.String()
+}
+
+// follow streams the events of a workflow into the Terraform log until
+// the workflow ends, and returns its final snapshot. A broken stream (a
+// provisiond restart) is followed again until ctx ends.
+// For a deprovision workflow, the machine being gone means it succeeded.
+func (r *machineResource) follow(ctx context.Context, hardwareID, workflowID string, deprovision bool) (*pb.Workflow, error) {
+	var lastSeq uint64
+	var last *pb.Workflow
+	lastState := pb.State_STATE_UNSPECIFIED
+	for {
+		stream, err := r.client.WatchMachine(ctx, &pb.WatchMachineRequest{HardwareId: hardwareID, WorkflowId: workflowID})
+		for err == nil {
+			var ev *pb.Event
+			ev, err = stream.Recv()
+			if err != nil {
+				break
+			}
+			if ev.GetSeq() != 0 && ev.GetSeq() <= lastSeq {
+				continue // replayed after a reconnect
+			}
+			lastSeq = ev.GetSeq()
+			logEvent(ctx, ev)
+			if w := ev.GetWorkflow(); w != nil {
+				last = w
+				if w.GetState() != lastState {
+					lastState = w.GetState()
+					tflog.Info(ctx, "workflow "+stateName(lastState), map[string]any{"workflow_id": w.GetId(), "hardware_id": hardwareID})
+				}
+				if terminal(w.GetState()) {
+					return w, nil
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return last, ctx.Err()
+		}
+		if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable && !(deprovision && isNotFound(err)) {
+			return last, fmt.Errorf("watch workflow %s: %w", workflowID, err)
+		}
+		// The stream ended or broke: ask where the workflow is.
+		m, gerr := r.client.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: hardwareID})
+		switch {
+		case gerr == nil && m.GetWorkflow().GetId() == workflowID && terminal(m.GetWorkflow().GetState()):
+			return m.GetWorkflow(), nil
+		case isNotFound(gerr) && deprovision:
+			// The machine is gone: the deprovision workflow finished.
+			if last == nil {
+				last = &pb.Workflow{Id: workflowID, HardwareId: hardwareID, Kind: pb.WorkflowKind_WORKFLOW_KIND_DEPROVISION}
+			}
+			last.State = pb.State_STATE_SUCCEEDED
+			return last, nil
+		case gerr != nil && status.Code(gerr) != codes.Unavailable:
+			return last, fmt.Errorf("get machine %s: %w", hardwareID, gerr)
+		}
+		tflog.Debug(ctx, "workflow stream ended early: following again", map[string]any{"workflow_id": workflowID, "error": fmt.Sprint(err)})
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(r.retryWait):
+		}
+	}
+}
+
+func logEvent(ctx context.Context, ev *pb.Event) {
+	fields := map[string]any{"workflow_id": ev.GetWorkflowId(), "hardware_id": ev.GetHardwareId()}
+	if ev.GetTask() != "" {
+		fields["task"] = ev.GetTask()
+	}
+	if ev.GetAction() != "" {
+		fields["action"] = ev.GetAction()
+	}
+	switch ev.GetType() {
+	case "action":
+		msg := fmt.Sprintf("action %s %s", ev.GetAction(), stateName(ev.GetState()))
+		if ev.GetMessage() != "" {
+			msg += ": " + ev.GetMessage()
+		}
+		tflog.Info(ctx, msg, fields)
+	case "log":
+		tflog.Debug(ctx, ev.GetMessage(), fields)
+	default:
+		msg := ev.GetType()
+		if s := stateName(ev.GetState()); s != "" {
+			msg += " " + s
+		}
+		if ev.GetMessage() != "" {
+			msg += ": " + ev.GetMessage()
+		}
+		tflog.Info(ctx, msg, fields)
+	}
+}
+
+// detached is a short context for bookkeeping after ctx ended, so a
+// timed-out create still records what it knows.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
+// refresh reads the machine and its hardware into m.
+func (r *machineResource) refresh(ctx context.Context, m *machineModel) error {
+	pm, err := r.client.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: m.HardwareID.ValueString()})
+	if err != nil {
+		return err
+	}
+	hw, err := r.client.GetHardware(ctx, &pb.GetHardwareRequest{Id: pm.GetHardwareId()})
+	if err != nil {
+		return err
+	}
+	fillComputed(m, pm, hw)
+	return nil
+}
+
+func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	if r.client == nil {
+		notConfigured(&resp.Diagnostics)
+		return
+	}
+	var plan machineModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := plan.Timeouts.Create(ctx, defaultCreateTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	preq := &pb.ProvisionMachineRequest{
+		HardwareId: plan.HardwareID.ValueString(), TemplateId: plan.TemplateID.ValueString(),
+		UserData: plan.UserData.ValueString(), Wipe: plan.Wipe.ValueString(),
+	}
+	resp.Diagnostics.Append(plan.Parameters.ElementsAs(ctx, &preq.Parameters, false)...)
+	resp.Diagnostics.Append(plan.SSHKeys.ElementsAs(ctx, &preq.SshKeys, false)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx = tflog.SetField(ctx, "hardware_id", preq.HardwareId)
+	pm, err := r.client.ProvisionMachine(wctx, preq)
+	if err != nil {
+		addAPIError(&resp.Diagnostics, r.client, "Cannot start provisioning hardware "+preq.HardwareId, err)
+		return
+	}
+	wfID := pm.GetWorkflow().GetId()
+	tflog.Info(ctx, "provision workflow started", map[string]any{"workflow_id": wfID, "timeout": timeout.String()})
+
+	// From here on the machine exists: save it first, so that any error
+	// below leaves it in state, tainted, never orphaned.
+	want := plan.Power
+	fillComputed(&plan, pm, nil)
+	if !want.IsNull() && !want.IsUnknown() {
+		plan.Power = want // a configured value is what state holds
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+
+	w, werr := r.follow(wctx, preq.HardwareId, wfID, false)
+
+	rctx, rcancel := detached(ctx)
+	defer rcancel()
+	err = r.refresh(rctx, &plan)
+	observed := plan.Power
+	if !want.IsNull() && !want.IsUnknown() {
+		plan.Power = want
+	}
+	if err != nil {
+		tflog.Warn(ctx, "cannot read machine after its workflow", map[string]any{"error": err.Error()})
+		if w != nil {
+			fillComputed(&plan, &pb.Machine{HardwareId: preq.HardwareId, Workflow: w}, nil)
+		}
+	}
+	switch {
+	case werr != nil && errors.Is(werr, context.DeadlineExceeded):
+		resp.Diagnostics.AddError("Timed out provisioning hardware "+preq.HardwareId,
+			fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at provisiond's events for workflow %s.",
+				wfID, timeout, plan.State.ValueString(), wfID))
+	case werr != nil && errors.Is(werr, context.Canceled):
+		resp.Diagnostics.AddError("Provisioning of hardware "+preq.HardwareId+" interrupted",
+			fmt.Sprintf("Terraform stopped waiting for workflow %s, which goes on in provisiond. The machine stays in state as tainted: the next apply replaces it.", wfID))
+	case werr != nil:
+		addAPIError(&resp.Diagnostics, r.client, "Lost track of provisioning hardware "+preq.HardwareId, werr)
+	case w.GetState() != pb.State_STATE_SUCCEEDED:
+		resp.Diagnostics.AddError("Provisioning of hardware "+preq.HardwareId+" failed",
+			failureDetail("provision", w)+"\n\nThe machine stays in Terraform state as tainted: fix the cause and apply again to reinstall it.")
+	default:
+		tflog.Info(ctx, "machine provisioned", map[string]any{"workflow_id": wfID})
+		plan.Power = observed
+		r.applyPower(ctx, wctx, &plan, &resp.Diagnostics, want)
+		if !want.IsNull() && !want.IsUnknown() {
+			plan.Power = want
+		}
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+// applyPower sets the power state when want is configured and differs
+// from what provisiond last saw.
+func (r *machineResource) applyPower(logCtx, ctx context.Context, m *machineModel, diags *diag.Diagnostics, want types.String) {
+	if want.IsNull() || want.IsUnknown() {
+		return
+	}
+	if !m.Power.IsNull() && !m.Power.IsUnknown() && m.Power.ValueString() == want.ValueString() {
+		return
+	}
+	if m.Power.IsNull() && want.ValueString() == "on" {
+		// Unknown power after an install that ended in a reboot: on.
+		m.Power = want
+		return
+	}
+	action := pb.PowerAction_POWER_ACTION_ON
+	if want.ValueString() == "off" {
+		action = pb.PowerAction_POWER_ACTION_OFF
+	}
+	tflog.Info(logCtx, "setting power", map[string]any{"power": want.ValueString()})
+	ps, err := r.client.SetPower(ctx, &pb.SetPowerRequest{HardwareId: m.HardwareID.ValueString(), Action: action})
+	if err != nil {
+		addAPIError(diags, r.client, "Cannot power "+want.ValueString()+" hardware "+m.HardwareID.ValueString(), err)
+		return
+	}
+	if ps.GetState() == pb.PowerState_POWER_STATE_UNKNOWN || ps.GetState() == pb.PowerState_POWER_STATE_UNSPECIFIED {
+		m.Power = want
+		return
+	}
+	got := "on"
+	if ps.GetState() == pb.PowerState_POWER_STATE_OFF {
+		got = "off"
+	}
+	if got != want.ValueString() {
+		diags.AddError("Power of hardware "+m.HardwareID.ValueString()+" did not change",
+			fmt.Sprintf("The BMC accepted power %s but reports the server %s. Look at the BMC, then apply again.", want.ValueString(), got))
+	}
+	m.Power = want
+}
+
+func (r *machineResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	if r.client == nil {
+		notConfigured(&resp.Diagnostics)
+		return
+	}
+	var state machineModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	id := state.ID.ValueString()
+	pm, err := r.client.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: id})
+	if isNotFound(err) {
+		tflog.Warn(ctx, "machine is gone from provisiond (released outside Terraform): removing it from state", map[string]any{"hardware_id": id})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		addAPIError(&resp.Diagnostics, r.client, "Cannot read machine "+id, err)
+		return
+	}
+	hw, err := r.client.GetHardware(ctx, &pb.GetHardwareRequest{Id: id})
+	if err != nil {
+		addAPIError(&resp.Diagnostics, r.client, "Cannot read hardware of machine "+id, err)
+		return
+	}
+	fillDesired(&state, pm)
+	fillComputed(&state, pm, hw)
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+// Update changes what changes in place: power, and the wipe and timeouts
+// that only Terraform uses.
+func (r *machineResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	if r.client == nil {
+		notConfigured(&resp.Diagnostics)
+		return
+	}
+	var plan, state machineModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	want := plan.Power
+	plan.Power = state.Power
+	if !want.IsUnknown() && !want.IsNull() && !want.Equal(state.Power) {
+		r.applyPower(ctx, wctx, &plan, &resp.Diagnostics, want)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+func (r *machineResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	if r.client == nil {
+		notConfigured(&resp.Diagnostics)
+		return
+	}
+	var state machineModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := state.Timeouts.Delete(ctx, defaultDeleteTimeout)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id := state.ID.ValueString()
+	ctx = tflog.SetField(ctx, "hardware_id", id)
+
+	pm, err := r.client.DeprovisionMachine(wctx, &pb.DeprovisionMachineRequest{HardwareId: id, Wipe: state.Wipe.ValueString()})
+	if isNotFound(err) {
+		tflog.Info(ctx, "machine already gone")
+		return
+	}
+	if err != nil {
+		addAPIError(&resp.Diagnostics, r.client, "Cannot start deprovisioning machine "+id, err)
+		return
+	}
+	wfID := pm.GetWorkflow().GetId()
+	tflog.Info(ctx, "deprovision workflow started", map[string]any{"workflow_id": wfID, "wipe": state.Wipe.ValueString(), "timeout": timeout.String()})
+	w, err := r.follow(wctx, id, wfID, true)
+	switch {
+	case err != nil && errors.Is(err, context.DeadlineExceeded):
+		resp.Diagnostics.AddError("Timed out deprovisioning machine "+id,
+			fmt.Sprintf("The deprovision workflow %s (wipe %s) did not finish within %s. The machine stays in state; destroy again to keep waiting, or raise timeouts.delete.", wfID, state.Wipe.ValueString(), timeout))
+		return
+	case err != nil:
+		addAPIError(&resp.Diagnostics, r.client, "Lost track of deprovisioning machine "+id, err)
+		return
+	case w.GetState() != pb.State_STATE_SUCCEEDED:
+		resp.Diagnostics.AddError("Deprovisioning of machine "+id+" failed",
+			failureDetail("deprovision", w)+"\n\nThe machine stays in state: fix the cause and destroy again.")
+		return
+	}
+	// The machine is released once its deprovision workflow succeeded.
+	for {
+		_, err := r.client.GetMachine(wctx, &pb.GetMachineRequest{HardwareId: id})
+		if isNotFound(err) {
+			tflog.Info(ctx, "machine deprovisioned", map[string]any{"workflow_id": wfID})
+			return
+		}
+		if err != nil && status.Code(err) != codes.Unavailable {
+			addAPIError(&resp.Diagnostics, r.client, "Cannot confirm machine "+id+" is released", err)
+			return
+		}
+		select {
+		case <-wctx.Done():
+			resp.Diagnostics.AddError("Timed out deprovisioning machine "+id,
+				"The wipe finished but provisiond still lists the machine. Destroy again.")
+			return
+		case <-time.After(r.retryWait / 4):
+		}
+	}
+}
+
+func (r *machineResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), req.ID)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("hardware_id"), req.ID)...)
+}

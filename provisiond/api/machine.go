@@ -1,0 +1,174 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// machineError maps the engine's errors, then the store's.
+func machineError(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, workflow.ErrInvalid) {
+		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
+	}
+	return grpcError(what, err)
+}
+
+func (a *Admin) machines() (Machines, error) {
+	if a.opts.Machines == nil {
+		return nil, status.Error(codes.Unimplemented, "no workflow engine configured")
+	}
+	return a.opts.Machines, nil
+}
+
+// machineWithWorkflow reads a machine and its current workflow.
+func machineWithWorkflow(tx *store.Tx, hardwareID string) (*pb.Machine, error) {
+	m, err := tx.Machine(hardwareID)
+	if err != nil {
+		return nil, err
+	}
+	w, err := tx.Workflow(m.WorkflowID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return MachineToPB(m, nil), nil
+		}
+		return nil, err
+	}
+	return MachineToPB(m, &w), nil
+}
+
+// ProvisionMachine stores the machine with its provision workflow and
+// returns at once; WatchMachine follows it.
+func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRequest) (*pb.Machine, error) {
+	eng, err := a.machines()
+	if err != nil {
+		return nil, err
+	}
+	if req.GetHardwareId() == "" || req.GetTemplateId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "provision machine: hardware_id and template_id are required")
+	}
+	for i, k := range req.GetSshKeys() {
+		if strings.ContainsAny(k, "\r\n") {
+			return nil, status.Errorf(codes.InvalidArgument, "provision machine: ssh_keys[%d]: one key per entry, without line breaks", i)
+		}
+	}
+	m := store.Machine{
+		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: copyMap(req.GetParameters()),
+		UserData: req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
+	}
+	m, err = eng.Provision(ctx, m)
+	if err != nil {
+		return nil, machineError("provision machine", err)
+	}
+	a.log.InfoContext(ctx, "machine provisioning", "hardware", m.HardwareID, "template", m.TemplateID, "workflow", m.WorkflowID)
+	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, m.HardwareID) })
+	return out, machineError("provision machine", err)
+}
+
+// GetMachine returns a machine with its current workflow.
+func (a *Admin) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*pb.Machine, error) {
+	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, req.GetHardwareId()) })
+	return out, machineError("get machine", err)
+}
+
+// ListMachines returns every machine with its current workflow.
+func (a *Admin) ListMachines(ctx context.Context, _ *pb.ListMachinesRequest) (*pb.ListMachinesResponse, error) {
+	out := &pb.ListMachinesResponse{}
+	err := a.st.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.ListMachines()
+		if err != nil {
+			return err
+		}
+		for _, m := range all {
+			pm, err := machineWithWorkflow(tx, m.HardwareID)
+			if err != nil {
+				return err
+			}
+			out.Machines = append(out.Machines, pm)
+		}
+		return nil
+	})
+	return out, machineError("list machines", err)
+}
+
+// DeprovisionMachine starts the deprovision workflow (wipe, power off);
+// the machine is deleted once it succeeds.
+func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachineRequest) (*pb.Machine, error) {
+	eng, err := a.machines()
+	if err != nil {
+		return nil, err
+	}
+	m, err := eng.Deprovision(ctx, req.GetHardwareId(), req.GetWipe())
+	if err != nil {
+		return nil, machineError("deprovision machine", err)
+	}
+	a.log.InfoContext(ctx, "machine deprovisioning", "hardware", m.HardwareID, "workflow", m.WorkflowID)
+	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) {
+		w, err := tx.Workflow(m.WorkflowID)
+		if err != nil {
+			return nil, err
+		}
+		return MachineToPB(m, &w), nil
+	})
+	return out, machineError("deprovision machine", err)
+}
+
+// WatchMachine streams the events of a machine's workflow (the current
+// one, or workflow_id), first those already logged, then new ones as they
+// are appended, until the workflow ends or the client goes away. Every
+// event carries a snapshot of the workflow.
+func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchMachineServer) error {
+	ctx := stream.Context()
+	wfID := req.GetWorkflowId()
+	if wfID == "" {
+		m, err := a.st.GetMachine(ctx, req.GetHardwareId())
+		if err != nil {
+			return machineError("watch machine", err)
+		}
+		wfID = m.WorkflowID
+	}
+	var after uint64
+	for {
+		changed := a.st.Changed() // taken before reading, so no append is missed
+		var evs []store.Event
+		var w store.Workflow
+		err := a.st.View(ctx, func(tx *store.Tx) error {
+			var err error
+			if w, err = tx.Workflow(wfID); err != nil {
+				return err
+			}
+			if req.GetHardwareId() != "" && w.HardwareID != req.GetHardwareId() {
+				return fmt.Errorf("workflow %q belongs to hardware %q: %w", wfID, w.HardwareID, store.ErrNotFound)
+			}
+			evs, err = tx.Events(wfID, after)
+			return err
+		})
+		if err != nil {
+			return machineError("watch machine", err)
+		}
+		for _, e := range evs {
+			if err := stream.Send(EventToPB(e, &w)); err != nil {
+				return err
+			}
+			after = e.Seq
+		}
+		if store.Terminal(w.State) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-changed:
+		}
+	}
+}

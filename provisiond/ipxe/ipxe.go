@@ -1,0 +1,302 @@
+// Package ipxe serves network boot over HTTP: the per-machine iPXE script
+// (/ipxe/{mac}), the iPXE binaries for UEFI HTTP boot (/ipxe/bin/{file}),
+// the agent OS kernel and initramfs (/boot/) and OS images (/images/).
+//
+// The script boots the agent OS only while the hardware allows PXE and a
+// workflow runs for it; otherwise it boots the local disk. Its kernel
+// command line carries a fresh one-time agent token for that workflow; the
+// token is never logged and the response is never cached.
+package ipxe
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+)
+
+// Tokens mints agent tokens; the workflow engine implements it.
+//
+// MintAgentToken makes a fresh one-time token for the workflow running on
+// the hardware, stores only its hash (replacing any earlier token) and
+// returns the workflow id and the token. It returns an error wrapping
+// ErrNoWorkflow when no workflow runs for the hardware. It may block on the
+// store and must honour ctx. It is not idempotent: each call invalidates
+// the previous token.
+type Tokens interface {
+	MintAgentToken(ctx context.Context, hardwareID string) (workflowID, token string, err error)
+}
+
+// ErrNoWorkflow is what Tokens returns (wrapped) when the hardware has no
+// running workflow.
+var ErrNoWorkflow = errors.New("no running workflow")
+
+// Options configure the handler.
+type Options struct {
+	// GRPCAddr is provisiond's gRPC address as machines reach it
+	// (HOST:PORT), for bm.grpc.
+	GRPCAddr string
+	// HTTPBase is provisiond's HTTP base URL as machines reach it
+	// ("http://HOST:PORT"), for bm.http and the kernel/initrd URLs.
+	HTTPBase string
+	// TLS says the agent must use TLS for gRPC (bm.tls=1).
+	TLS bool
+	// CABundle, when set with TLS, is the PEM the agent trusts (bm.ca).
+	CABundle []byte
+	// AgentOSDir holds the agent OS kernel and initramfs (/boot/).
+	AgentOSDir string
+	// Kernel and Initrd are file names in AgentOSDir; default "vmlinuz"
+	// and "initramfs".
+	Kernel, Initrd string
+	// ImagesDir holds OS images (/images/).
+	ImagesDir string
+	// IPXEDir holds the iPXE binaries (/ipxe/bin/); default /usr/lib/ipxe.
+	IPXEDir string
+	// Console is the console= argument; default "ttyS0,115200".
+	Console string
+	// SourceCheck makes /ipxe/{mac} mint a token only for a request that
+	// comes from the address reserved for that MAC (when it has one), so a
+	// neighbour cannot fetch another machine's token by guessing its MAC.
+	SourceCheck bool
+}
+
+// Handler serves the boot paths.
+type Handler struct {
+	st     *store.Store
+	tokens Tokens
+	log    *slog.Logger
+	opts   Options
+
+	scripts *prometheus.CounterVec
+}
+
+// New returns a handler; it does no I/O.
+func New(st *store.Store, tokens Tokens, log *slog.Logger, reg prometheus.Registerer, opts Options) *Handler {
+	if opts.Kernel == "" {
+		opts.Kernel = "vmlinuz"
+	}
+	if opts.Initrd == "" {
+		opts.Initrd = "initramfs"
+	}
+	if opts.IPXEDir == "" {
+		opts.IPXEDir = "/usr/lib/ipxe"
+	}
+	if opts.Console == "" {
+		opts.Console = "ttyS0,115200"
+	}
+	opts.HTTPBase = strings.TrimRight(opts.HTTPBase, "/")
+	h := &Handler{
+		st: st, tokens: tokens, log: log.With("component", "ipxe"), opts: opts,
+		scripts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_ipxe_scripts_total", Help: "iPXE scripts served, by kind (agent, local_disk, error).",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		reg.MustRegister(h.scripts)
+	}
+	return h
+}
+
+// Register mounts the handler's paths on mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ipxe/{mac}", h.script)
+	mux.Handle("GET /ipxe/bin/{path...}", h.files("ipxe_bin", func() string { return h.opts.IPXEDir }))
+	mux.Handle("GET /boot/{path...}", h.files("boot", func() string { return h.opts.AgentOSDir }))
+	mux.Handle("GET /images/{path...}", h.files("images", func() string { return h.opts.ImagesDir }))
+}
+
+// ParseMAC reads the {mac} path element: colon or hyphen separated
+// (iPXE's ${net0/mac} or ${net0/mac:hexhyp}), six octets.
+func ParseMAC(s string) (string, error) {
+	if len(s) != 17 {
+		return "", fmt.Errorf("MAC %q: want six octets like 52:54:00:12:34:56", s)
+	}
+	return store.NormalizeMAC(s)
+}
+
+// safeArg is what may appear in a kernel argument value without quoting.
+var safeArg = regexp.MustCompile(`^[A-Za-z0-9._~:/+=-]+$`)
+
+type agentScript struct {
+	MAC, HardwareID, Hostname, WorkflowID string
+	KernelURL, InitrdURL, InitrdName      string
+	Args                                  string
+}
+
+var (
+	agentTmpl = template.Must(template.New("agent").Parse(`#!ipxe
+# provisiond: agent OS for hardware {{.HardwareID}}, workflow {{.WorkflowID}}
+echo provisiond: booting the agent OS on {{.MAC}}{{if .Hostname}} ({{.Hostname}}){{end}}
+kernel {{.KernelURL}} initrd={{.InitrdName}} {{.Args}} || goto failed
+initrd --name {{.InitrdName}} {{.InitrdURL}} || goto failed
+boot || goto failed
+
+:failed
+echo provisiond: could not boot the agent OS; rebooting in 10 s
+sleep 10
+reboot
+`))
+
+	// localTmpl boots the local disk. The choice, by firmware:
+	//
+	//   - BIOS: "sanboot --no-describe --drive 0x80" boots the first hard
+	//     disk's MBR through INT 13h right away. A plain "exit" returns to
+	//     the BIOS, which may try PXE again or stop at "no bootable device"
+	//     depending on the boot order.
+	//   - UEFI: there is no drive 0x80 to sanboot. "exit 1" hands control
+	//     back to the firmware with an error status, which makes the boot
+	//     manager try the next BootOrder entry (the disk). A plain "exit"
+	//     (success) makes some firmware believe the boot option finished and
+	//     drop into its boot menu or setup instead (tinkerbell PR #984).
+	//
+	// If sanboot fails on BIOS, "exit 1" is the fallback there too.
+	localTmpl = template.Must(template.New("local").Parse(`#!ipxe
+# provisiond: {{.Reason}}: boot the local disk.
+echo provisiond: {{.Reason}}; booting the local disk
+iseq ${platform} efi && goto efi ||
+sanboot --no-describe --drive 0x80 ||
+:efi
+exit 1
+`))
+)
+
+// cmdline builds the kernel command line of the shared contract.
+func (h *Handler) cmdline(hwID, wfID, token string) (string, error) {
+	tls := "0"
+	if h.opts.TLS {
+		tls = "1"
+	}
+	args := []string{
+		"bm.grpc=" + h.opts.GRPCAddr,
+		"bm.http=" + h.opts.HTTPBase,
+		"bm.hw=" + hwID,
+		"bm.workflow=" + wfID,
+		"bm.token=" + token,
+		"bm.tls=" + tls,
+	}
+	if h.opts.TLS && len(h.opts.CABundle) > 0 {
+		args = append(args, "bm.ca="+base64.StdEncoding.EncodeToString(h.opts.CABundle))
+	}
+	for _, a := range args {
+		_, v, _ := strings.Cut(a, "=")
+		if !safeArg.MatchString(v) {
+			// Never print the value: it may be the token.
+			name, _, _ := strings.Cut(a, "=")
+			return "", fmt.Errorf("kernel argument %s has characters unsafe on a command line", name)
+		}
+	}
+	args = append(args, "console="+h.opts.Console)
+	return strings.Join(args, " "), nil
+}
+
+func (h *Handler) script(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	mac, err := ParseMAC(r.PathValue("mac"))
+	if err != nil {
+		h.scripts.WithLabelValues("error").Inc()
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	log := h.log.With("mac", mac, "remote", r.RemoteAddr)
+	body, kind, err := h.render(r.Context(), log, mac, r.RemoteAddr)
+	if err != nil {
+		h.scripts.WithLabelValues("error").Inc()
+		log.Error("render iPXE script", "err", err)
+		http.Error(w, "cannot render the iPXE script; see the provisiond log", http.StatusInternalServerError)
+		return
+	}
+	h.scripts.WithLabelValues(kind).Inc()
+	w.Write(body)
+}
+
+// render returns the script for mac and its kind ("agent" or "local_disk").
+func (h *Handler) render(ctx context.Context, log *slog.Logger, mac, remoteAddr string) ([]byte, string, error) {
+	local := func(reason string) ([]byte, string, error) {
+		var b bytes.Buffer
+		err := localTmpl.Execute(&b, struct{ Reason string }{reason})
+		log.Info("iPXE script: boot the local disk", "reason", reason)
+		return b.Bytes(), "local_disk", err
+	}
+	hw, err := h.st.GetHardwareByMAC(ctx, mac)
+	if errors.Is(err, store.ErrNotFound) {
+		return local("unknown MAC " + mac)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("look up hardware of %s: %w", mac, err)
+	}
+	log = log.With("hardware", hw.ID)
+	if !hw.Netboot.AllowPXE {
+		return local("netboot is off for hardware " + hw.ID)
+	}
+	if h.opts.SourceCheck && !sourceMatches(hw, mac, remoteAddr) {
+		log.Warn("iPXE script requested from an address that is not the machine's; no token minted")
+		return local("request not from the address reserved for " + mac)
+	}
+	wfID, token, err := h.tokens.MintAgentToken(ctx, hw.ID)
+	if errors.Is(err, ErrNoWorkflow) {
+		return local("no workflow runs for hardware " + hw.ID)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("mint agent token for hardware %s: %w", hw.ID, err)
+	}
+	args, err := h.cmdline(hw.ID, wfID, token)
+	if err != nil {
+		return nil, "", err
+	}
+	hostname := hw.Hostname
+	if !safeArg.MatchString(hostname) {
+		hostname = "" // shown by echo only; never let "${...}" reach iPXE
+	}
+	var b bytes.Buffer
+	err = agentTmpl.Execute(&b, agentScript{
+		MAC: mac, HardwareID: hw.ID, Hostname: hostname, WorkflowID: wfID,
+		KernelURL: h.opts.HTTPBase + "/boot/" + h.opts.Kernel, InitrdURL: h.opts.HTTPBase + "/boot/" + h.opts.Initrd,
+		InitrdName: "initrd", Args: args,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("render agent script: %w", err)
+	}
+	log.Info("iPXE script: boot the agent OS", "workflow", wfID) // never the token
+	return b.Bytes(), "agent", nil
+}
+
+// sourceMatches reports whether remoteAddr is the address of mac's
+// interface; an interface without an address matches any source.
+func sourceMatches(hw store.Hardware, mac, remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	src, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	for _, nic := range hw.Interfaces {
+		if !strings.EqualFold(nic.MAC, mac) {
+			continue
+		}
+		if nic.IP == "" {
+			return true
+		}
+		if p, err := netip.ParsePrefix(nic.IP); err == nil {
+			return p.Addr() == src.Unmap()
+		}
+		if a, err := netip.ParseAddr(nic.IP); err == nil {
+			return a == src.Unmap()
+		}
+	}
+	return false
+}

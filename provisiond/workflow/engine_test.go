@@ -1,0 +1,764 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+)
+
+// fakePower is a BMC that records calls and keeps power and boot state.
+type fakePower struct {
+	mu      sync.Mutex
+	calls   []string
+	power   map[string]string
+	failOps map[string]error // "bootdev pxe" → error
+}
+
+func newFakePower() *fakePower {
+	return &fakePower{power: map[string]string{}, failOps: map[string]error{}}
+}
+
+func (f *fakePower) record(op string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, op)
+	return f.failOps[op]
+}
+
+func (f *fakePower) PowerState(ctx context.Context, hw store.Hardware) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.power[hw.ID]; ok {
+		return s, nil
+	}
+	return "off", nil
+}
+
+func (f *fakePower) SetPower(ctx context.Context, hw store.Hardware, action string) error {
+	if err := f.record(hw.ID + " power " + action); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch action {
+	case "on", "cycle", "reset":
+		f.power[hw.ID] = "on"
+	case "off", "soft":
+		f.power[hw.ID] = "off"
+	}
+	return nil
+}
+
+func (f *fakePower) SetBootDevice(ctx context.Context, hw store.Hardware, device string, persistent, efi bool) error {
+	return f.record(fmt.Sprintf("%s bootdev %s persistent=%v", hw.ID, device, persistent))
+}
+
+func (f *fakePower) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakePower) fail(op string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failOps[op] = err
+}
+
+const twoActions = `version: "0.1"
+name: two
+global_timeout: 600
+tasks:
+  - name: install
+    worker: "{{ .device_1 }}"
+    actions:
+      - name: image
+        image: quay.io/tinkerbell/actions/image2disk:v1.0.0
+        timeout: 60
+        retries: {{ index .Params "retries" | default "0" }}
+        environment:
+          IMG_URL: "{{ .ImagesURL }}/{{ .Params.image }}"
+          DEST_DISK: "{{ .Hardware.Disks 0 }}"
+      - name: hostname
+        image: writefile
+        timeout: {{ index .Params "timeout" | default "60" }}
+        environment:
+          DEST_DISK: "{{ .Hardware.Disks 0 }}1"
+          DEST_PATH: /etc/hostname
+          CONTENTS: "{{ .Hardware.Hostname }}"
+`
+
+type harness struct {
+	t      *testing.T
+	st     *store.Store
+	power  *fakePower
+	eng    *Engine
+	cancel context.CancelFunc
+	done   chan error
+	path   string
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testOptions() Options {
+	return Options{
+		PublicURL: "http://10.0.0.1:8080", ImagesURL: "http://10.0.0.1:8080/images",
+		BootTimeout: 10 * time.Second, HeartbeatTimeout: 10 * time.Second, ActionGrace: 200 * time.Millisecond,
+		PowerAttempts: 3, PowerRetryDelay: 10 * time.Millisecond,
+	}
+}
+
+// newHarness opens a file store in a temp dir and serves an engine on it.
+func newHarness(t *testing.T, opts Options) *harness {
+	t.Helper()
+	h := &harness{t: t, power: newFakePower(), path: filepath.Join(t.TempDir(), "provisiond.db")}
+	st, err := store.Open(h.path, store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.st = st
+	h.serve(opts)
+	t.Cleanup(func() {
+		h.stop()
+		h.st.Close()
+	})
+	return h
+}
+
+func (h *harness) serve(opts Options) {
+	h.eng = New(h.st, quiet(), prometheus.NewRegistry(), h.power, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.eng.Serve(ctx) }()
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	if err := <-h.done; err != nil {
+		h.t.Errorf("Serve: %v", err)
+	}
+	h.cancel = nil
+}
+
+func (h *harness) addHardware(id, driver string, disks ...string) store.Hardware {
+	h.t.Helper()
+	hw := store.Hardware{
+		ID: id, Hostname: "host-" + id, Arch: "x86_64", Disks: disks,
+		Interfaces: []store.Interface{{MAC: macOf(id), IP: "10.0.0.5/24"}},
+		BMC:        store.BMC{Driver: driver, Address: "127.0.0.1"},
+	}
+	hw.Interfaces[0].IP = ""
+	if err := h.st.Update(context.Background(), func(tx *store.Tx) error { return tx.CreateHardware(hw) }); err != nil {
+		h.t.Fatal(err)
+	}
+	return hw
+}
+
+func macOf(id string) string {
+	var sum uint32
+	for _, c := range id {
+		sum = sum*31 + uint32(c)
+	}
+	return fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(sum>>24), byte(sum>>16), byte(sum>>8), byte(sum))
+}
+
+func (h *harness) addTemplate(id, content string) {
+	h.t.Helper()
+	err := h.st.Update(context.Background(), func(tx *store.Tx) error {
+		return tx.CreateTemplate(store.Template{ID: id, Name: id, Content: content})
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// waitFor polls the workflow until cond holds or 10 s pass.
+func (h *harness) waitFor(id string, what string, cond func(store.Workflow) bool) store.Workflow {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w, err := h.st.GetWorkflow(context.Background(), id)
+		if err == nil && cond(w) {
+			return w
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("workflow %s: timed out waiting for %s; last: state %s step %s err %v (%v)", id, what, w.State, w.Step, w.Error, err)
+		}
+		select {
+		case <-h.st.Changed():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func stateIs(s string) func(store.Workflow) bool {
+	return func(w store.Workflow) bool { return w.State == s }
+}
+
+func (h *harness) states(id string) []string {
+	h.t.Helper()
+	evs, err := store.Read(context.Background(), h.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(id, 0) })
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		if e.Type == "state" && (len(out) == 0 || out[len(out)-1] != e.State) {
+			out = append(out, e.State)
+		}
+	}
+	return out
+}
+
+// agent is a simulated agent that talks to the engine directly.
+type agent struct {
+	eng   *Engine
+	token string
+	hw    string
+	// outcome decides each action's report: "succeeded", "failed", "timed_out" or "hang".
+	outcome func(a store.Action) string
+}
+
+// run executes actions until the engine says done or an action hangs.
+func (a *agent) run(ctx context.Context) (Assignment, error) {
+	for {
+		as, err := a.eng.NextAction(ctx, a.token, a.hw)
+		if err != nil {
+			return as, err
+		}
+		if as.Done {
+			return as, nil
+		}
+		if as.Action == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		act := *as.Action
+		if err := a.eng.ReportAction(ctx, a.token, Report{Index: as.Index, Task: act.Task, Action: act.Name, State: store.StateRunning, Attempt: act.Attempt}); err != nil {
+			return as, err
+		}
+		if err := a.eng.AppendLog(ctx, a.token, as.Index, []byte("working on "+act.Name+"\n")); err != nil {
+			return as, err
+		}
+		state := store.StateSucceeded
+		if a.outcome != nil {
+			state = a.outcome(act)
+		}
+		if state == "hang" {
+			return as, nil
+		}
+		r := Report{Index: as.Index, Task: act.Task, Action: act.Name, State: state, Attempt: act.Attempt,
+			Message: "exit status 1", OutputTail: "line 1\nfatal: " + act.Name + " broke\n"}
+		if state == store.StateSucceeded {
+			r.Message, r.OutputTail = "", "ok"
+		}
+		if err := a.eng.ReportAction(ctx, a.token, r); err != nil {
+			return as, err
+		}
+	}
+}
+
+func (h *harness) provision(hw, tpl string, params map[string]string) string {
+	h.t.Helper()
+	m, err := h.eng.Provision(context.Background(), store.Machine{HardwareID: hw, TemplateID: tpl, Parameters: params})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return m.WorkflowID
+}
+
+func (h *harness) mint(hw string) string {
+	h.t.Helper()
+	_, tok, err := h.eng.MintAgentToken(context.Background(), hw)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok
+}
+
+func TestProvisionWithBMC(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "jammy.raw"})
+
+	w := h.waitFor(id, "the power cycle", func(w store.Workflow) bool { return w.Step == stepPowered })
+	hw, _ := h.st.GetHardware(context.Background(), "n1")
+	if !hw.Netboot.AllowPXE || !hw.Netboot.AllowWorkflow {
+		t.Errorf("netboot during boot = %+v, want on", hw.Netboot)
+	}
+	if w.Actions[0].Environment["IMG_URL"] != "http://10.0.0.1:8080/images/jammy.raw" || w.Actions[0].Image != "image2disk" {
+		t.Errorf("rendered action 0 = %+v", w.Actions[0])
+	}
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+	last, err := ag.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Assignment{WorkflowID: id, Done: true, Then: "none"}, last); diff != "" {
+		t.Errorf("last assignment (-want +got):\n%s", diff)
+	}
+	w = h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	want := []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power cycle"}
+	if diff := cmp.Diff(want, h.power.Calls()); diff != "" {
+		t.Errorf("BMC calls (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"pending", "booting", "running", "succeeded"}, h.states(id)); diff != "" {
+		t.Errorf("states (-want +got):\n%s", diff)
+	}
+	hw, _ = h.st.GetHardware(context.Background(), "n1")
+	if hw.Netboot.AllowPXE || hw.Netboot.AllowWorkflow {
+		t.Errorf("netboot after success = %+v, want off", hw.Netboot)
+	}
+	m, err := h.st.GetMachine(context.Background(), "n1")
+	if err != nil || m.ProvisionedAt.IsZero() {
+		t.Errorf("machine after success = %+v, %v; want ProvisionedAt set", m, err)
+	}
+	for _, a := range w.Actions {
+		if a.State != store.StateSucceeded || a.Attempt != 1 {
+			t.Errorf("action %s: state %s attempt %d", a.Name, a.State, a.Attempt)
+		}
+	}
+	// The token dies with the workflow: reports are refused, and the
+	// agent is told it is done.
+	if err := h.eng.ReportAction(context.Background(), ag.token, Report{Index: 0, State: store.StateSucceeded}); !errors.Is(err, ErrNotReady) {
+		t.Errorf("report after end: %v, want ErrNotReady", err)
+	}
+	// A second provision of the held hardware is a conflict.
+	if _, err := h.eng.Provision(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl", Parameters: map[string]string{"image": "x"}}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("second provision: %v, want ErrConflict", err)
+	}
+}
+
+func TestProvisionManualBMC(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("m1", "manual", "/dev/vda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("m1", "tpl", map[string]string{"image": "a.raw"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	ag := &agent{eng: h.eng, token: h.mint("m1"), hw: "m1"}
+	last, err := ag.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !last.Done || last.Then != "reboot" {
+		t.Errorf("last assignment %+v: want done, then reboot (no BMC)", last)
+	}
+	h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	if c := h.power.Calls(); len(c) != 0 {
+		t.Errorf("BMC calls for a manual server: %v", c)
+	}
+}
+
+func TestRenderErrorRefused(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi") // no disks: {{ .Hardware.Disks 0 }} fails
+	h.addTemplate("tpl", twoActions)
+	_, err := h.eng.Provision(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl", Parameters: map[string]string{"image": "x"}})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "disk 0 of hardware") {
+		t.Fatalf("Provision: %v, want ErrInvalid naming the missing disk", err)
+	}
+	if _, err := h.st.GetMachine(context.Background(), "n1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("machine stored despite the error: %v", err)
+	}
+}
+
+func TestRetries(t *testing.T) {
+	tests := map[string]struct {
+		retries   string
+		failures  int // how many times the image action fails before it works
+		wantState string
+		wantTries int
+	}{
+		"retry then succeed":  {retries: "2", failures: 2, wantState: store.StateSucceeded, wantTries: 3},
+		"retries exhausted":   {retries: "1", failures: 5, wantState: store.StateFailed, wantTries: 2},
+		"no retries, failure": {retries: "0", failures: 1, wantState: store.StateFailed, wantTries: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, testOptions())
+			h.addHardware("n1", "ipmi", "/dev/sda")
+			h.addTemplate("tpl", twoActions)
+			id := h.provision("n1", "tpl", map[string]string{"image": "x", "retries": tc.retries})
+			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+			failed := 0
+			ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) string {
+				if a.Name == "image" && failed < tc.failures {
+					failed++
+					return store.StateFailed
+				}
+				return store.StateSucceeded
+			}}
+			last, err := ag.run(context.Background())
+			if tc.wantState == store.StateFailed {
+				// The agent learns the end from its next call.
+				if err != nil || !last.Done || last.Then != "none" {
+					t.Fatalf("agent: %+v, %v", last, err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			w := h.waitFor(id, tc.wantState, stateIs(tc.wantState))
+			if w.Actions[0].Attempt != tc.wantTries {
+				t.Errorf("attempts = %d, want %d", w.Actions[0].Attempt, tc.wantTries)
+			}
+			if tc.wantState == store.StateFailed {
+				wantErr := fmt.Sprintf("action install/image failed after %d attempt(s): exit status 1\n--- output (tail) ---\nline 1\nfatal: image broke\n", tc.wantTries)
+				if diff := cmp.Diff(wantErr, w.Error); diff != "" {
+					t.Errorf("error (-want +got):\n%s", diff)
+				}
+				hw, _ := h.st.GetHardware(context.Background(), "n1")
+				if !hw.Netboot.AllowPXE {
+					t.Errorf("netboot switched off after a failure; it stays on")
+				}
+			}
+		})
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	t.Run("boot", func(t *testing.T) {
+		opts := testOptions()
+		opts.BootTimeout = 300 * time.Millisecond
+		h := newHarness(t, opts)
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		w := h.waitFor(id, "boot timeout", stateIs(store.StateTimedOut))
+		if !strings.Contains(w.Error, "no agent called in within 300ms") {
+			t.Errorf("error = %q", w.Error)
+		}
+	})
+	t.Run("heartbeat", func(t *testing.T) {
+		opts := testOptions()
+		opts.HeartbeatTimeout = 400 * time.Millisecond
+		h := newHarness(t, opts)
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) string { return "hang" }}
+		if _, err := ag.run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// The agent vanished mid-action: the workflow fails.
+		w := h.waitFor(id, "heartbeat failure", stateIs(store.StateFailed))
+		if !strings.Contains(w.Error, "the agent went silent") || w.Actions[0].State != store.StateCancelled {
+			t.Errorf("error %q, action state %s", w.Error, w.Actions[0].State)
+		}
+		stop, err := h.eng.Heartbeat(context.Background(), ag.token, "n1")
+		if err != nil || !stop {
+			t.Errorf("heartbeat after failure = %v, %v; want stop", stop, err)
+		}
+	})
+	t.Run("action", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		id := h.provision("n1", "tpl", map[string]string{"image": "x", "timeout": "1"})
+		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) string {
+			if a.Name == "hostname" {
+				return "hang"
+			}
+			return store.StateSucceeded
+		}}
+		if _, err := ag.run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// Keep the agent alive so only the action timeout can fire.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			for ctx.Err() == nil {
+				_, _ = h.eng.Heartbeat(ctx, ag.token, "n1")
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+		w := h.waitFor(id, "action timeout", stateIs(store.StateTimedOut))
+		if w.Error != "action install/hostname timed out after 1 attempt(s): no report within its timeout of 1s" {
+			t.Errorf("error = %q", w.Error)
+		}
+	})
+	t.Run("global", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", strings.Replace(twoActions, "global_timeout: 600", "global_timeout: 1", 1))
+		id := h.provision("n1", "tpl", map[string]string{"image": "x", "timeout": "60"})
+		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) string { return "hang" }}
+		if _, err := ag.run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		w := h.waitFor(id, "global timeout", stateIs(store.StateTimedOut))
+		if w.Error != "global timeout of 1s passed" {
+			t.Errorf("error = %q", w.Error)
+		}
+	})
+}
+
+func TestBMCFailure(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	h.power.fail("n1 bootdev pxe persistent=false", errors.New("connection refused"))
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	w := h.waitFor(id, "failure", stateIs(store.StateFailed))
+	if w.Error != "BMC: boot device pxe (one time) failed 3 times: connection refused" {
+		t.Errorf("error = %q", w.Error)
+	}
+}
+
+func TestAgentAuth(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addHardware("n2", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id1 := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	id2 := h.provision("n2", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id1, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	h.waitFor(id2, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	tok1, tok2 := h.mint("n1"), h.mint("n2")
+	ctx := context.Background()
+
+	tests := map[string]struct {
+		call func() error
+		want error
+	}{
+		"no token":            {func() error { _, err := h.eng.NextAction(ctx, "", "n1"); return err }, ErrUnauthenticated},
+		"garbage":             {func() error { _, err := h.eng.NextAction(ctx, "abc", "n1"); return err }, ErrUnauthenticated},
+		"wrong secret":        {func() error { _, err := h.eng.NextAction(ctx, id1+".AAAA", "n1"); return err }, ErrUnauthenticated},
+		"other workflow id":   {func() error { _, err := h.eng.NextAction(ctx, id2+tok1[len(id1):], "n2"); return err }, ErrUnauthenticated},
+		"other hardware":      {func() error { _, err := h.eng.NextAction(ctx, tok1, "n2"); return err }, ErrPermission},
+		"heartbeat other hw":  {func() error { _, err := h.eng.Heartbeat(ctx, tok2, "n1"); return err }, ErrPermission},
+		"log with bad token":  {func() error { return h.eng.AppendLog(ctx, tok1+"x", 0, []byte("x")) }, ErrUnauthenticated},
+		"report bad index":    {func() error { return h.eng.ReportAction(ctx, tok1, Report{Index: 7, State: store.StateSucceeded}) }, ErrNotReady},
+		"report not running":  {func() error { return h.eng.ReportAction(ctx, tok2, Report{Index: 0, State: store.StateSucceeded}) }, ErrNotReady},
+		"heartbeat own token": {func() error { _, err := h.eng.Heartbeat(ctx, tok1, "n1"); return err }, nil},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := tc.call()
+			if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Errorf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// A fresh token replaces the old one.
+	old := tok1
+	tok1 = h.mint("n1")
+	if _, err := h.eng.NextAction(ctx, old, "n1"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("old token after re-mint: %v, want ErrUnauthenticated", err)
+	}
+	if _, err := h.eng.NextAction(ctx, tok1, "n1"); err != nil {
+		t.Errorf("new token: %v", err)
+	}
+	// Reporting another action than the one handed out is refused.
+	if err := h.eng.ReportAction(ctx, tok1, Report{Index: 1, State: store.StateSucceeded}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("report of an action not handed out: %v, want ErrConflict", err)
+	}
+}
+
+func TestAgentRebootResendsAction(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) string { return "hang" }}
+	if _, err := ag.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The machine reboots into the agent again: a new token, and the
+	// interrupted action runs again as its second attempt.
+	ag = &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+	if _, err := ag.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w := h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	if w.Actions[0].Attempt != 2 {
+		t.Errorf("attempts of the interrupted action = %d, want 2", w.Actions[0].Attempt)
+	}
+}
+
+func TestDeprovision(t *testing.T) {
+	t.Run("quick wipe", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "redfish", "/dev/sda", "/dev/nvme0n1")
+		h.addTemplate("tpl", twoActions)
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		// Deprovision while the provision waits for its agent: it is cancelled.
+		m, err := h.eng.Deprovision(context.Background(), "n1", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(id, "cancel", stateIs(store.StateCancelled))
+		dw := h.waitFor(m.WorkflowID, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		want := []store.Action{{Task: "deprovision", Name: "wipe-disks", Image: "wipe", Timeout: 86000 * time.Second, Retries: 1, State: store.StatePending,
+			Environment: map[string]string{"DEST_DISKS": "/dev/sda,/dev/nvme0n1", "WIPE_MODE": "quick"}}}
+		if diff := cmp.Diff(want, dw.Actions); diff != "" {
+			t.Errorf("wipe actions (-want +got):\n%s", diff)
+		}
+		// A second deprovision while one runs returns it unchanged.
+		again, err := h.eng.Deprovision(context.Background(), "n1", "zero")
+		if err != nil || again.WorkflowID != m.WorkflowID {
+			t.Errorf("second deprovision = %+v, %v; want the running one", again, err)
+		}
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+		last, err := ag.run(context.Background())
+		if err != nil || !last.Done {
+			t.Fatalf("agent: %+v, %v", last, err)
+		}
+		h.waitFor(m.WorkflowID, "success", stateIs(store.StateSucceeded))
+		if _, err := h.st.GetMachine(context.Background(), "n1"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("machine after deprovision: %v, want ErrNotFound", err)
+		}
+		calls := h.power.Calls()
+		if got := calls[len(calls)-1]; got != "n1 power off" {
+			t.Errorf("last BMC call %q, want power off (all: %v)", got, calls)
+		}
+		// The hardware is free again.
+		if _, err := h.eng.Provision(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl", Parameters: map[string]string{"image": "x"}}); err != nil {
+			t.Errorf("provision after deprovision: %v", err)
+		}
+	})
+	t.Run("wipe none", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+		if _, err := ag.run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(id, "success", stateIs(store.StateSucceeded))
+		before := len(h.power.Calls())
+		m, err := h.eng.Deprovision(context.Background(), "n1", "none")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(m.WorkflowID, "success", stateIs(store.StateSucceeded))
+		if diff := cmp.Diff([]string{"n1 power off"}, h.power.Calls()[before:]); diff != "" {
+			t.Errorf("BMC calls of a wipe-none deprovision (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"pending", "running", "succeeded"}, h.states(m.WorkflowID)); diff != "" {
+			t.Errorf("states (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("bad wipe", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		h.provision("n1", "tpl", map[string]string{"image": "x"})
+		if _, err := h.eng.Deprovision(context.Background(), "n1", "shred"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("wipe shred: %v, want ErrInvalid", err)
+		}
+		if _, err := h.eng.Deprovision(context.Background(), "nope", ""); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("unknown machine: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// TestRestartMidWorkflow kills the engine in the middle of a workflow
+// (its context ends and the store is closed with no cleanup), opens the
+// store again with a new engine, and checks that the workflow continues
+// from the last reported action and finishes with the same agent token.
+func TestRestartMidWorkflow(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	token := h.mint("n1")
+	ctx := context.Background()
+
+	// The agent runs the first action to success and starts the second.
+	as, err := h.eng.NextAction(ctx, token, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.eng.ReportAction(ctx, token, Report{Index: as.Index, State: store.StateSucceeded, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	as, err = h.eng.NextAction(ctx, token, "n1")
+	if err != nil || as.Index != 1 {
+		t.Fatalf("second action: %+v, %v", as, err)
+	}
+	bootCalls := len(h.power.Calls())
+
+	// Kill: no graceful step of the engine's own, the database just closes.
+	h.cancel()
+	if err := h.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-h.done
+	h.cancel = nil
+
+	st, err := store.Open(h.path, store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.st = st
+	h.serve(testOptions())
+
+	w, err := h.st.GetWorkflow(ctx, id)
+	if err != nil || w.State != store.StateRunning || w.Actions[0].State != store.StateSucceeded || w.Actions[1].State != store.StateRunning {
+		t.Fatalf("after restart: %+v, %v", w, err)
+	}
+	// The agent reports the action it was running and carries on.
+	if err := h.eng.ReportAction(ctx, token, Report{Index: 1, State: store.StateSucceeded, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	as, err = h.eng.NextAction(ctx, token, "n1")
+	if err != nil || !as.Done {
+		t.Fatalf("after the last action: %+v, %v", as, err)
+	}
+	w = h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	// The restarted engine did not boot the server again: only the finish.
+	if diff := cmp.Diff([]string{"n1 bootdev disk persistent=true", "n1 power cycle"}, h.power.Calls()[bootCalls:]); diff != "" {
+		t.Errorf("BMC calls after restart (-want +got):\n%s", diff)
+	}
+	for _, a := range w.Actions {
+		if a.Attempt != 1 {
+			t.Errorf("action %s ran %d times", a.Name, a.Attempt)
+		}
+	}
+}
+
+// TestRestartDuringBoot restarts the engine before the agent calls in:
+// the resumed driver does not repeat the power cycle, and the workflow
+// still finishes.
+func TestRestartDuringBoot(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	h.stop()
+	h.serve(testOptions())
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+	if _, err := ag.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	want := []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power cycle"}
+	if diff := cmp.Diff(want, h.power.Calls()); diff != "" {
+		t.Errorf("BMC calls (-want +got):\n%s", diff)
+	}
+}

@@ -144,6 +144,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if tlsConf != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
 	}
+	// DHCP hands out our address as server and boot host: check it before
+	// anything listens, so a bad flag leaves nothing running.
+	var serverIP netip.Addr
+	if c.DHCPMode.val != "off" {
+		serverIP, err = netip.ParseAddr(c.PublicIP)
+		if err != nil || !serverIP.Is4() {
+			return fmt.Errorf("--public-ip %q: DHCP needs the IPv4 address machines reach provisiond at", c.PublicIP)
+		}
+	}
 	// Where machines reach us: the public IP with our listeners' ports.
 	publicURL, grpcAddr := "", ""
 	if c.PublicIP != "" {
@@ -206,10 +215,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g.Go(func() error { return eng.Serve(gctx) })
 	g.Go(func() error { return bmcMgr.Serve(gctx) })
 	if c.DHCPMode.val != "off" {
-		serverIP, err := netip.ParseAddr(c.PublicIP)
-		if err != nil || !serverIP.Is4() {
-			return fmt.Errorf("--public-ip %q: DHCP needs the IPv4 address machines reach provisiond at", c.PublicIP)
-		}
 		srv := dhcp.New(st, log, reg, dhcp.Options{
 			Mode: c.DHCPMode.val, Interface: c.DHCPIface, ServerIP: serverIP, HTTPBase: publicURL,
 			LeaseTime: c.DHCPLeaseTime, Domain: c.DHCPDomain, UserClass: "baremetal",

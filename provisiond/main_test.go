@@ -414,3 +414,21 @@ func cmpProto() cmp.Option {
 		return a.GetName() == b.GetName() && fmt.Sprint(a.GetActions()) == fmt.Sprint(b.GetActions())
 	})
 }
+
+func TestDHCPNeedsPublicIP(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	must(t, os.WriteFile(tokenFile, []byte("tok"), 0o600))
+	args := []string{"--data-dir", dir, "--token-file", tokenFile, "--grpc-listen", freePort(t), "--http-listen", freePort(t),
+		"--tftp-listen", "", "--dhcp-mode", "reservation"}
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), args, func(string) string { return "" }, io.Discard) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "--public-ip") {
+			t.Fatalf("err = %v, want it to name --public-ip", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run kept going without a usable --public-ip")
+	}
+}

@@ -31,6 +31,7 @@ type config struct {
 	TLSCert      string
 	TLSKey       string
 	TLSClientCA  string
+	TLSAgentCA   string
 	LogLevel     enum
 	LogFormat    enum
 	ShutdownWait time.Duration
@@ -85,6 +86,7 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate of the gRPC API (enables TLS)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: admin clients must present a certificate it signed")
+	fs.StringVar(&c.TLSAgentCA, "tls-agent-ca", "", "PEM CA the agent OS trusts for provisiond's certificate, passed on the kernel command line (bm.ca); required with TLS and network boot")
 	fs.Var(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	fs.Var(&c.LogFormat, "log-format", "log format: text or json")
 	fs.DurationVar(&c.ShutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
@@ -175,6 +177,9 @@ func (c *config) validate() error {
 	}
 	if c.TLSClientCA != "" && c.TLSCert == "" {
 		errs = append(errs, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
+	}
+	if c.TLSAgentCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("--tls-agent-ca needs --tls-cert and --tls-key"))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))

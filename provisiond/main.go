@@ -112,6 +112,33 @@ func serverTLS(c *config) (*tls.Config, error) {
 	return tc, nil
 }
 
+// maxAgentCA bounds the CA that rides on the kernel command line: x86
+// kernels take 2048 bytes in all, and base64 grows it by a third. An ECDSA
+// CA certificate (~600 bytes of PEM) fits; a 4096-bit RSA one does not.
+const maxAgentCA = 1200
+
+// loadAgentCA reads --tls-agent-ca: the agent OS has no system roots, so
+// with TLS it can verify provisiond only against this.
+func loadAgentCA(c *config, log *slog.Logger) ([]byte, error) {
+	if c.TLSAgentCA == "" {
+		if c.TLSCert != "" && c.PublicIP != "" {
+			log.Warn("TLS without --tls-agent-ca: agents of network-booted machines cannot verify provisiond and will not connect")
+		}
+		return nil, nil
+	}
+	raw, err := os.ReadFile(c.TLSAgentCA)
+	if err != nil {
+		return nil, fmt.Errorf("read --tls-agent-ca: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(raw) {
+		return nil, fmt.Errorf("--tls-agent-ca %s: no PEM certificate found", c.TLSAgentCA)
+	}
+	if len(raw) > maxAgentCA {
+		return nil, fmt.Errorf("--tls-agent-ca %s is %d bytes; the kernel command line takes at most %d: use a single ECDSA CA certificate", c.TLSAgentCA, len(raw), maxAgentCA)
+	}
+	return raw, nil
+}
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	c, err := parseConfig(args, getenv)
 	if err != nil {
@@ -184,8 +211,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("parse --trusted-proxies: %w", err)
 	}
 	metadata.New(st, log, reg, metadata.Options{TrustedProxies: trusted, RequireToken: c.MetadataRequireToken}).Register(mux)
+	agentCA, err := loadAgentCA(c, log)
+	if err != nil {
+		return err
+	}
 	ipxe.New(st, tokens{eng}, log, reg, ipxe.Options{
-		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: tlsConf != nil,
+		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: tlsConf != nil, CABundle: agentCA,
 		AgentOSDir: c.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",
 		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, SourceCheck: c.IPXESourceCheck,
 	}).Register(mux)

@@ -38,6 +38,9 @@ type Config struct {
 	Insecure bool
 	// ConnectTimeout bounds the first connection; zero means 10 seconds.
 	ConnectTimeout time.Duration
+	// Dial, when set, makes the connection instead of a plain TCP dial
+	// (the lab dials into a network namespace with it).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Client holds one connection to provisiond.
@@ -106,6 +109,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	if cfg.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(cfg.Dial))
 	}
 	if cfg.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: cfg.Token, secure: tc != nil}))

@@ -24,7 +24,14 @@ import (
 // client must follow a cycle with power on (or use reset while on) against
 // this simulator.
 type BMC struct {
-	VM       VM
+	VM VM
+	// Machine, when set, plays the server instead of QEMU: the argv of a
+	// program that the chassis script starts on power on, in a session of
+	// its own, with BOOT=pxe or BOOT=disk in its environment (the stored
+	// boot device), its output appended to Dir/machine.out; power off kills
+	// its whole process group; the power state is whether it lives. A reset
+	// restarts it. VM then only names the BMC and gives Dir.
+	Machine  []string
 	Port     int
 	User     string // default "admin"
 	Password string // default "password"
@@ -56,6 +63,15 @@ func (b *BMC) password() string {
 		return b.Password
 	}
 	return "password"
+}
+
+// PIDFile holds the PID of the powered-on server: QEMU's pidfile, or the
+// machine's (Dir/machine.pid) when Machine is set.
+func (b *BMC) PIDFile() string {
+	if len(b.Machine) > 0 {
+		return filepath.Join(b.dir(), "machine.pid")
+	}
+	return b.VM.PIDFile()
 }
 
 // shellQuote quotes s for /bin/sh.
@@ -91,8 +107,11 @@ mc_enable 0x20
 // ChassisScript returns the chassis_control script. ipmi_sim runs it as
 // `SCRIPT 0x20 get power boot...` (prints "power:0|1", "boot:pxe|default")
 // and `SCRIPT 0x20 set power 1|0`, `set boot DEV`, and blocks while it runs,
-// so it only forks QEMU (-daemonize) and returns.
+// so it only forks QEMU (-daemonize), or the Machine, and returns.
 func (b *BMC) ChassisScript() string {
+	if len(b.Machine) > 0 {
+		return b.machineScript()
+	}
 	var args []string
 	for _, a := range b.VM.Args("ORDER") {
 		args = append(args, shellQuote(a))
@@ -119,6 +138,7 @@ poweron() {
 	alive && return 0
 	if [ "$(bootdev)" = pxe ]; then order=n; else order=c; fi
 	echo "$(date +%s.%N) power on order=$order" >>"$dir/power.log"
+	rm -f ` + shellQuote(b.VM.SerialPath()) + ` # a new file per boot: Console follows it by inode
 	` + shellQuote(QEMUBinary) + ` ` + qemu + ` -daemonize -pidfile "$pidf" >>"$dir/qemu.out" 2>&1
 }
 echo "$(date +%s.%N) $*" >>"$dir/calls.log"
@@ -149,6 +169,9 @@ exit 0
 // Start writes the configuration and starts ipmi_sim inside ns. The BMC
 // answers once Start returns nil.
 func (b *BMC) Start(ctx context.Context, ns *NetNS) error {
+	if len(b.password()) > 20 {
+		return fmt.Errorf("bmc %s: IPMI passwords hold at most 20 bytes, got %d", b.VM.Name, len(b.password()))
+	}
 	if err := b.VM.Prepare(); err != nil {
 		return err
 	}
@@ -224,9 +247,12 @@ func (b *BMC) Ipmitool(ctx context.Context, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// Close kills the VM (by its pidfile) and ipmi_sim.
+// Close kills the VM or the machine (by its pidfile) and ipmi_sim.
 func (b *BMC) Close() error {
-	err := KillPIDFile(b.VM.PIDFile(), 5*time.Second)
+	if len(b.Machine) > 0 {
+		killGroup(b.PIDFile())
+	}
+	err := KillPIDFile(b.PIDFile(), 5*time.Second)
 	if b.cmd != nil && b.cmd.Process != nil {
 		_ = b.cmd.Process.Signal(syscall.SIGKILL)
 		_ = b.cmd.Wait()

@@ -80,6 +80,39 @@ func (n *NetNS) AddTap(ctx context.Context, dev, cidr string) error {
 	return nil
 }
 
+// AddBridge creates bridge br with address cidr inside the namespace: the
+// layer-2 segment of a rack, to which AddTap attaches one tap per VM.
+func (n *NetNS) AddBridge(ctx context.Context, br, cidr string) error {
+	steps := [][]string{
+		{"ip", "link", "add", br, "type", "bridge", "forward_delay", "0"},
+		{"sysctl", "-q", "-w", "net.ipv6.conf." + br + ".accept_dad=0"},
+		{"ip", "addr", "add", cidr, "dev", br},
+		{"ip", "link", "set", br, "up"},
+	}
+	for _, s := range steps {
+		if err := n.Run(ctx, s[0], s[1:]...); err != nil {
+			return fmt.Errorf("netns %s: add bridge %s: %w", n.Name, br, err)
+		}
+	}
+	return nil
+}
+
+// AddBridgePort creates tap device dev inside the namespace as a port of
+// bridge br and brings it up. QEMU attaches to it like to AddTap's.
+func (n *NetNS) AddBridgePort(ctx context.Context, dev, br string) error {
+	steps := [][]string{
+		{"ip", "tuntap", "add", "dev", dev, "mode", "tap"},
+		{"ip", "link", "set", dev, "master", br},
+		{"ip", "link", "set", dev, "up"},
+	}
+	for _, s := range steps {
+		if err := n.Run(ctx, s[0], s[1:]...); err != nil {
+			return fmt.Errorf("netns %s: add tap %s to %s: %w", n.Name, dev, br, err)
+		}
+	}
+	return nil
+}
+
 // Command returns a command that runs inside the namespace.
 func (n *NetNS) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)

@@ -45,6 +45,11 @@ type VM struct {
 	UserNet string
 	MAC     string // default derived from Name
 	NIC     string // device model, default virtio-net-pci
+	// NoNICROM leaves the NIC without QEMU's iPXE option ROM, so the
+	// firmware's own network stack boots it: with OVMF that is EDK2's PXE,
+	// which asks DHCP for a boot file and fetches it by TFTP as a real
+	// server's UEFI does.
+	NoNICROM bool
 	// Disk is an image file attached as a virtio disk; DiskFormat defaults to
 	// qcow2. Snapshot discards writes (a read-only base image).
 	Disk       string
@@ -52,6 +57,14 @@ type VM struct {
 	Snapshot   bool
 	SerialLog  string // default Dir/serial.log
 	ExtraArgs  []string
+}
+
+// FirmwareName is "bios" or "uefi".
+func (vm VM) FirmwareName() string {
+	if vm.Firmware == "" {
+		return string(BIOS)
+	}
+	return string(vm.Firmware)
 }
 
 func (vm VM) mem() int {
@@ -131,7 +144,8 @@ func (vm VM) Args(bootOrder string) []string {
 		"-cpu", "qemu64,+rdrand",
 		"-m", strconv.Itoa(vm.mem()),
 		"-display", "none", "-vga", "none",
-		"-no-reboot",
+		// No -no-reboot: a guest that reboots (iPXE giving up, a kernel
+		// panic with panic=N) comes back as a real server would.
 		"-serial", "file:" + vm.SerialPath(),
 		"-fw_cfg", "name=etc/sercon-port,file=" + vm.serconFile(),
 		"-boot", "order=" + bootOrder,
@@ -153,6 +167,9 @@ func (vm VM) Args(bootOrder string) []string {
 	}
 	if vm.Tap != "" || vm.UserNet != "" {
 		dev := nic + ",netdev=n0,mac=" + vm.mac()
+		if vm.NoNICROM {
+			dev += ",romfile="
+		}
 		if bootOrder == "n" {
 			dev += ",bootindex=1" // pitfall 7: the pc machine does not net-boot otherwise
 		}

@@ -3,7 +3,9 @@ package dhcp
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -20,14 +23,19 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
-// BenchmarkPerfdhcp runs ISC perfdhcp (Debian kea-admin) against the server
-// in a network namespace: N reserved MACs, every ACK durable in bbolt
-// (fsync on, group commit) before it is sent. perfdhcp plays a relay
-// (giaddr), so replies take the unicast-to-relay path. It raises the rate
-// until drops pass 1% and reports the best DORA/s under 1% drops and the
-// REQUEST→ACK latency there. Run with:
+// BenchmarkPerfdhcp runs ISC perfdhcp (Debian kea-admin) against provisiond's
+// DHCP server and then, over the same veth pair, against Kea
+// (kea-dhcp4-server) single-threaded and multi-threaded (2 threads), all with
+// the same N host reservations. provisiond makes every ACK durable in bbolt
+// (fsync on, group commit) before sending it; Kea uses its memfile backend
+// with persistence on, which writes the lease file but never fsyncs.
+// perfdhcp plays a relay (giaddr), so replies take the unicast-to-relay path.
+// For each server it raises -r until drops pass 1% and reports the best
+// DORA/s under 1% drops and the REQUEST→ACK latency there. Run with:
 //
-//	go test -run '^$' -bench Perfdhcp -benchtime 1x ./provisiond/dhcp/
+//	go test -run '^$' -bench Perfdhcp -benchtime 1x -v ./provisiond/dhcp/
+//
+// It prints figures and fails only when a server cannot be run at all.
 func BenchmarkPerfdhcp(b *testing.B) {
 	perfdhcp, err := exec.LookPath("perfdhcp")
 	if err != nil {
@@ -37,33 +45,129 @@ func BenchmarkPerfdhcp(b *testing.B) {
 	run(b, "ip", "-n", l.cli, "addr", "add", "10.99.0.2/16", "dev", "vcli")
 	const clients = 2000
 	dir := b.TempDir()
-	st, err := store.Open(filepath.Join(dir, "db"), store.Options{}) // fsync on
+	hosts := benchHosts(clients)
+	macFile := writeMACs(b, dir, hosts)
+	load := [2]string{loadavg()}
+	start := time.Now()
+
+	rows := []benchRow{{name: "provisiond (bbolt, fsync per group commit)", res: benchProvisiond(b, l, dir, hosts, perfdhcp, macFile)}}
+	kea, err := exec.LookPath("kea-dhcp4")
 	if err != nil {
-		b.Fatal(err)
+		b.Logf("Kea rows skipped: kea-dhcp4 is not installed (apt-get install --no-install-recommends kea-dhcp4-server)")
+	} else {
+		for _, threads := range []int{1, 2} {
+			name := "Kea 2 threads (memfile, no fsync)"
+			if threads == 1 {
+				name = "Kea single-threaded (memfile, no fsync)"
+			}
+			stop := startKea(b, kea, l.srv, filepath.Join(dir, fmt.Sprintf("kea-%d", threads)), hosts, threads)
+			res := climb(b, name, perfdhcp, l.cli, macFile, clients)
+			stop()
+			rows = append(rows, benchRow{name: name, res: res})
+		}
 	}
-	defer st.Close()
-	var macs strings.Builder
-	err = st.Update(context.Background(), func(tx *store.Tx) error {
-		for i := 1; i <= clients; i++ {
-			mac := fmt.Sprintf("52:54:01:00:%02x:%02x", i>>8, i&0xff)
-			macs.WriteString(mac + "\n")
+	load[1] = loadavg()
+
+	var out strings.Builder
+	fmt.Fprintf(&out, "perfdhcp, %d reserved MACs, relayed over a veth pair, 2-core machine shared with others\n", clients)
+	fmt.Fprintf(&out, "load average before: %s; after: %s; took %s\n", load[0], load[1], time.Since(start).Round(time.Second))
+	tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\tDORA/s (<1% drops)\tat -r\tdrops DO/RA %\tREQUEST→ACK avg ms\tmax ms\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%.2f / %.2f\t%.2f\t%.2f\t\n", r.name, r.res.rate, r.res.offered, r.res.dropsDO, r.res.dropsRA, r.res.ackAvgMS, r.res.ackMaxMS)
+	}
+	tw.Flush()
+	// Straight to stdout: without -v the testing package truncates a
+	// benchmark's log to its first lines, and the table is the point.
+	fmt.Print("\n" + out.String() + "\n")
+
+	b.ReportMetric(rows[0].res.rate, "DORA/s")
+	b.ReportMetric(rows[0].res.ackAvgMS, "ack-ms")
+	if len(rows) == 3 {
+		b.ReportMetric(rows[1].res.rate, "kea-st-DORA/s")
+		b.ReportMetric(rows[2].res.rate, "kea-mt-DORA/s")
+	}
+}
+
+type benchRow struct {
+	name string
+	res  perfResult
+}
+
+// benchHost is one reservation, the same for every server under test.
+type benchHost struct {
+	mac, ip, hostname string
+}
+
+func benchHosts(n int) []benchHost {
+	hosts := make([]benchHost, n)
+	for i := 1; i <= n; i++ {
+		hosts[i-1] = benchHost{
+			mac:      fmt.Sprintf("52:54:01:%02x:%02x:%02x", i>>16, (i>>8)&0xff, i&0xff),
+			ip:       fmt.Sprintf("10.100.%d.%d", i/250, i%250+1),
+			hostname: fmt.Sprintf("n%d", i),
+		}
+	}
+	return hosts
+}
+
+// putHosts registers hosts as hardware, each with one interface in
+// 10.100.0.0/16 behind the relay.
+func putHosts(ctx context.Context, st *store.Store, hosts []benchHost) error {
+	return st.Update(ctx, func(tx *store.Tx) error {
+		for i, h := range hosts {
 			if err := tx.CreateHardware(store.Hardware{
-				ID: fmt.Sprintf("hw-%d", i), Hostname: fmt.Sprintf("n%d", i),
-				Interfaces: []store.Interface{{MAC: mac, IP: fmt.Sprintf("10.100.%d.%d/16", i/250, i%250+1), Gateway: "10.100.0.254"}},
+				ID: fmt.Sprintf("hw-%d", i+1), Hostname: h.hostname,
+				Interfaces: []store.Interface{{MAC: h.mac, IP: h.ip + "/16", Gateway: "10.100.0.254"}},
 			}); err != nil {
-				return err
+				return fmt.Errorf("register %s: %w", h.mac, err)
 			}
 		}
 		return nil
 	})
+}
+
+// writeMACs writes perfdhcp's -M file.
+func writeMACs(t testing.TB, dir string, hosts []benchHost) string {
+	t.Helper()
+	var macs strings.Builder
+	for _, h := range hosts {
+		macs.WriteString(h.mac + "\n")
+	}
+	p := filepath.Join(dir, "macs")
+	if err := os.WriteFile(p, []byte(macs.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func loadavg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// benchProvisiond serves DHCP in-process on the server end of l, with the
+// logger at the daemon's default level (info: nothing per packet), and
+// climbs perfdhcp's rate against it. The socket is closed on return so the
+// next server can bind port 67.
+func benchProvisiond(b *testing.B, l link, dir string, hosts []benchHost, perfdhcp, macFile string) perfResult {
+	st, err := store.Open(filepath.Join(dir, "provisiond.db"), store.Options{}) // fsync on
 	if err != nil {
 		b.Fatal(err)
 	}
-	macFile := filepath.Join(dir, "macs")
-	if err := os.WriteFile(macFile, []byte(macs.String()), 0o644); err != nil {
+	defer st.Close()
+	if err := putHosts(context.Background(), st, hosts); err != nil {
 		b.Fatal(err)
 	}
-	s := New(st, testLogger(b), nil, Options{Mode: ModeReservation, ServerIP: serverIP, HTTPBase: "http://10.99.0.1:8080"})
+	log := slog.New(slog.NewTextHandler(tWriter{b}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s := New(st, log, nil, Options{Mode: ModeReservation, ServerIP: serverIP, HTTPBase: "http://10.99.0.1:8080"})
 	var conn net.PacketConn
 	in(b, l.srv, func() {
 		c, err := server4.NewIPv4UDPConn("vsrv", &net.UDPAddr{Port: dhcpv4.ServerPort})
@@ -75,77 +179,164 @@ func BenchmarkPerfdhcp(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ServeConn(ctx, conn) }()
-	defer func() { cancel(); <-done }()
-
-	best := perfResult{}
-	for _, rate := range []int{250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000} {
-		res, err := runPerfdhcp(perfdhcp, l.cli, macFile, clients, rate, 5)
-		if err != nil {
-			b.Fatal(err)
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("ServeConn: %v", err)
 		}
-		b.Logf("perfdhcp -r %d: %.0f DORA/s, drops DO %.2f%% RA %.2f%%, REQUEST→ACK avg %.2f ms", rate, res.rate, res.dropsDO, res.dropsRA, res.ackAvgMS)
-		if res.dropsDO > 1 || res.dropsRA > 1 {
+	}()
+	res := climb(b, "provisiond", perfdhcp, l.cli, macFile, len(hosts))
+	leases, err := store.Read(context.Background(), st, func(tx *store.Tx) ([]store.Lease, error) { return tx.ListLeases() })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("provisiond: %d leases stored", len(leases))
+	return res
+}
+
+// climb raises perfdhcp's -r until drops pass 1% in either half of the
+// exchange, then tries halfway between the last good and the first bad
+// rate. The machine is shared, so a rate counts as failed only when it
+// fails twice running: one burst of someone else's load must not end the
+// climb. It returns the run with the highest achieved rate under 1% drops
+// (zero if even the first rate drops more).
+func climb(b *testing.B, name, perfdhcp, ns, macFile string, clients int) perfResult {
+	const seconds = 4
+	once := func(rate int) (perfResult, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), (seconds+30)*time.Second)
+		defer cancel()
+		res, err := runPerfdhcp(ctx, perfdhcp, perfRun{ns: ns, server: "10.99.0.1", macFile: macFile, clients: clients, rate: rate, seconds: seconds})
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		ok := res.dropsDO <= 1 && res.dropsRA <= 1
+		b.Logf("%s: perfdhcp -r %d: %.0f DORA/s, drops DO %.2f%% RA %.2f%%, REQUEST→ACK avg %.2f ms max %.2f ms",
+			name, rate, res.rate, res.dropsDO, res.dropsRA, res.ackAvgMS, res.ackMaxMS)
+		return res, ok
+	}
+	try := func(rate int) (perfResult, bool) {
+		if res, ok := once(rate); ok {
+			return res, true
+		}
+		return once(rate)
+	}
+	var best perfResult
+	good, bad := 0, 0
+	for _, rate := range []int{500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000} {
+		res, ok := try(rate)
+		if !ok {
+			bad = rate
 			break
 		}
+		good = rate
 		if res.rate > best.rate {
 			best = res
 		}
 	}
-	leases, _ := store.Read(context.Background(), st, func(tx *store.Tx) ([]store.Lease, error) { return tx.ListLeases() })
-	b.Logf("provisiond (bbolt, fsync, group commit): %.0f DORA/s under 1%% drops, REQUEST→ACK avg %.2f ms; %d leases stored", best.rate, best.ackAvgMS, len(leases))
-	b.ReportMetric(best.rate, "DORA/s")
-	b.ReportMetric(best.ackAvgMS, "ack-ms")
+	if good > 0 && bad-good > 500 {
+		if res, ok := try((good + bad) / 2); ok && res.rate > best.rate {
+			best = res
+		}
+	}
+	return best
+}
+
+// perfRun is one perfdhcp invocation: -R clients MACs from macFile, -r rate
+// DORA/s for seconds, against server. leases adds -x l, which lists the
+// address of every OFFER and ACK received.
+type perfRun struct {
+	ns, server, macFile    string
+	clients, rate, seconds int
+	leases                 bool
 }
 
 type perfResult struct {
-	rate, dropsDO, dropsRA, ackAvgMS float64
+	offered            int     // -r
+	rate               float64 // achieved 4-way exchanges/s
+	dropsDO, dropsRA   float64 // percent
+	ackAvgMS, ackMaxMS float64 // REQUEST→ACK delay
+	acks               int     // ACKs received
+	acked              []perfLease
+}
+
+// perfLease is one ACK perfdhcp received (-x l).
+type perfLease struct {
+	mac, ip string
 }
 
 var (
-	reRate  = regexp.MustCompile(`Rate: ([0-9.]+) 4-way exchanges/second`)
-	reStats = regexp.MustCompile(`Statistics for: ([A-Z-]+)`)
-	reDrops = regexp.MustCompile(`drops ratio: ([0-9.]+) ?%`)
-	reAvg   = regexp.MustCompile(`avg delay: ([0-9.]+) ms`)
+	reRate     = regexp.MustCompile(`Rate: ([0-9.]+) 4-way exchanges/second`)
+	reStats    = regexp.MustCompile(`Statistics for: ([A-Z-]+)`)
+	reLeases   = regexp.MustCompile(`Leases for ([A-Z-]+)`)
+	reDrops    = regexp.MustCompile(`drops ratio: ([0-9.]+) ?%`)
+	reAvg      = regexp.MustCompile(`avg delay: ([0-9.]+) ms`)
+	reMax      = regexp.MustCompile(`max delay: ([0-9.]+) ms`)
+	reReceived = regexp.MustCompile(`^received packets: ([0-9]+)`)
+	// client_id,address: the client identifier is 01 (Ethernet) + MAC.
+	reLease = regexp.MustCompile(`^01([0-9a-f]{12}),([0-9.]+),`)
 )
 
-func runPerfdhcp(bin, ns, macFile string, clients, rate, seconds int) (perfResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+30)*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, bin, "-4", "-r", strconv.Itoa(rate), "-p", strconv.Itoa(seconds),
-		"-R", strconv.Itoa(clients), "-M", macFile, "-W", "1000000", "10.99.0.1")
+func runPerfdhcp(ctx context.Context, bin string, r perfRun) (perfResult, error) {
+	args := []string{"netns", "exec", r.ns, bin, "-4", "-r", strconv.Itoa(r.rate), "-p", strconv.Itoa(r.seconds),
+		"-R", strconv.Itoa(r.clients), "-M", r.macFile, "-W", "1000000"}
+	if r.leases {
+		args = append(args, "-x", "l")
+	}
+	cmd := exec.CommandContext(ctx, "ip", append(args, r.server)...)
 	out, err := cmd.CombinedOutput()
 	// perfdhcp exits 3 when packets were dropped; the figures still hold.
-	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 3) {
-		return perfResult{}, fmt.Errorf("perfdhcp: %v\n%s", err, out)
+	var ee *exec.ExitError
+	if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 3) {
+		return perfResult{}, fmt.Errorf("perfdhcp: %w\n%s", err, out)
 	}
-	var r perfResult
-	section := ""
+	res := perfResult{offered: r.rate}
+	section, leases := "", ""
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
-		line := sc.Text()
-		if m := reRate.FindStringSubmatch(line); m != nil {
-			r.rate, _ = strconv.ParseFloat(m[1], 64)
-		}
+		line := strings.TrimSpace(sc.Text())
 		if m := reStats.FindStringSubmatch(line); m != nil {
-			section = m[1]
+			section, leases = m[1], ""
+		}
+		if m := reLeases.FindStringSubmatch(line); m != nil {
+			section, leases = "", m[1]
+		}
+		if m := reLease.FindStringSubmatch(line); m != nil && leases == "REQUEST-ACK" {
+			mac := m[1]
+			res.acked = append(res.acked, perfLease{
+				mac: strings.Join([]string{mac[0:2], mac[2:4], mac[4:6], mac[6:8], mac[8:10], mac[10:12]}, ":"),
+				ip:  m[2],
+			})
 		}
 		if m := reDrops.FindStringSubmatch(line); m != nil {
 			v, _ := strconv.ParseFloat(m[1], 64)
 			if section == "DISCOVER-OFFER" {
-				r.dropsDO = v
+				res.dropsDO = v
 			} else {
-				r.dropsRA = v
+				res.dropsRA = v
 			}
 		}
-		if m := reAvg.FindStringSubmatch(line); m != nil && section == "REQUEST-ACK" {
-			r.ackAvgMS, _ = strconv.ParseFloat(m[1], 64)
+		if section != "REQUEST-ACK" {
+			continue
+		}
+		if m := reAvg.FindStringSubmatch(line); m != nil {
+			res.ackAvgMS, _ = strconv.ParseFloat(m[1], 64)
+		}
+		if m := reMax.FindStringSubmatch(line); m != nil {
+			res.ackMaxMS, _ = strconv.ParseFloat(m[1], 64)
+		}
+		if m := reReceived.FindStringSubmatch(line); m != nil {
+			res.acks, _ = strconv.Atoi(m[1])
 		}
 	}
 	if os.Getenv("PERFDHCP_OUTPUT") != "" {
 		fmt.Fprintf(os.Stderr, "%s\n", out)
 	}
-	if r.rate == 0 {
-		return r, fmt.Errorf("perfdhcp printed no rate:\n%s", out)
+	if !reRate.Match(out) {
+		return res, fmt.Errorf("perfdhcp printed no rate:\n%s", out)
 	}
-	return r, nil
+	// perfdhcp's own "Rate" divides by the whole run, exit wait (-W)
+	// included, so it reads 20% low here. Completed DORA exchanges per
+	// second of sending is what -r asks for: ACKs received over -p.
+	res.rate = float64(res.acks) / float64(r.seconds)
+	return res, nil
 }

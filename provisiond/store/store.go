@@ -116,6 +116,21 @@ func Open(path string, opts Options) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// Check verifies the file's consistency (bbolt's walk of every page and the
+// freelist): after a crash it proves the database is whole.
+func (s *Store) Check(ctx context.Context) error {
+	return s.View(ctx, func(tx *Tx) error {
+		var errs []error
+		for err := range tx.tx.Check() {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("check store: %w: %w", ErrCorrupt, errors.Join(errs...))
+		}
+		return nil
+	})
+}
+
 // Changed returns a channel that is closed the next time an event is
 // appended. Watchers read the log, then wait on a fresh Changed channel.
 func (s *Store) Changed() <-chan struct{} {

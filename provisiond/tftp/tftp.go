@@ -169,6 +169,14 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 	}
 	n, err := rf.ReadFrom(f)
 	s.bytes.Add(float64(n))
+	if err != nil && n == 0 && strings.Contains(err.Error(), "code=8") {
+		// Error code 8 (RFC 2347: option negotiation refused) before any
+		// data is how UEFI PXE (EDK2) asks for tsize and then hangs up: a
+		// size probe, followed at once by the real transfer.
+		s.transfers.WithLabelValues("size_probe").Inc()
+		log.Debug("TFTP size probe", "size", st.Size())
+		return nil
+	}
 	if err != nil {
 		s.transfers.WithLabelValues("failed").Inc()
 		log.Warn("TFTP transfer failed", "bytes", n, "err", err)

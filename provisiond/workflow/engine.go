@@ -1,6 +1,6 @@
 // Package workflow is provisiond's workflow engine: it turns a machine into
 // a provision workflow (or a deprovision one), drives the server through
-// its BMC (PXE boot, power cycle, boot from disk), hands the agent its
+// its BMC (PXE boot, power reset, boot from disk), hands the agent its
 // actions one by one and records every step.
 //
 // All state lives in the store. Every transition is written, with its
@@ -65,7 +65,7 @@ type Options struct {
 	// PublicURL, ImagesURL and MetadataURL are provisiond's facts that
 	// templates see as {{ .PublicURL }} and so on.
 	PublicURL, ImagesURL, MetadataURL string
-	// BootTimeout bounds the wait for the agent after the power cycle [15m].
+	// BootTimeout bounds the wait for the agent after the power-on or reset [15m].
 	BootTimeout time.Duration
 	// HeartbeatTimeout fails a running workflow whose agent went silent [5m].
 	HeartbeatTimeout time.Duration

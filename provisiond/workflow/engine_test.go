@@ -313,7 +313,7 @@ func TestProvisionWithBMC(t *testing.T) {
 		t.Errorf("last assignment (-want +got):\n%s", diff)
 	}
 	w = h.waitFor(id, "success", stateIs(store.StateSucceeded))
-	want := []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power cycle"}
+	want := []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power reset"}
 	if diff := cmp.Diff(want, h.power.Calls()); diff != "" {
 		t.Errorf("BMC calls (-want +got):\n%s", diff)
 	}
@@ -731,7 +731,7 @@ func TestRestartMidWorkflow(t *testing.T) {
 	}
 	w = h.waitFor(id, "success", stateIs(store.StateSucceeded))
 	// The restarted engine did not boot the server again: only the finish.
-	if diff := cmp.Diff([]string{"n1 bootdev disk persistent=true", "n1 power cycle"}, h.power.Calls()[bootCalls:]); diff != "" {
+	if diff := cmp.Diff([]string{"n1 bootdev disk persistent=true", "n1 power reset"}, h.power.Calls()[bootCalls:]); diff != "" {
 		t.Errorf("BMC calls after restart (-want +got):\n%s", diff)
 	}
 	for _, a := range w.Actions {
@@ -757,7 +757,7 @@ func TestRestartDuringBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor(id, "success", stateIs(store.StateSucceeded))
-	want := []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power cycle"}
+	want := []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power reset"}
 	if diff := cmp.Diff(want, h.power.Calls()); diff != "" {
 		t.Errorf("BMC calls (-want +got):\n%s", diff)
 	}

@@ -37,7 +37,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Setenv("CHECKPOINT_DISABLE", "1")
-	os.Exit(m.Run())
+	code := m.Run()
+	removeLabBinaries()
+	os.Exit(code)
 }
 
 // protoV6 runs the provider in the test process.
@@ -73,11 +75,26 @@ type testDaemon struct {
 	Store    *store.Store
 	Log      *syncBuffer
 	dir      string
+	log      *slog.Logger
+	lis      net.Listener
 }
 
 // startDaemon starts provisiond's API for one test; opts wires the
 // workflow engine and BMC controller when the test needs them.
 func startDaemon(t *testing.T, opts func(st *store.Store, log *slog.Logger) api.Options) *testDaemon {
+	t.Helper()
+	d := newDaemon(t)
+	var o api.Options
+	if opts != nil {
+		o = opts(d.Store, d.log)
+	}
+	d.serve(t, o)
+	return d
+}
+
+// newDaemon opens the store and the gRPC listener (so that Endpoint is
+// known to what is wired before serve) and makes the secrets.
+func newDaemon(t *testing.T) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "provisiond.db"), store.Options{NoSync: true})
@@ -89,38 +106,45 @@ func startDaemon(t *testing.T, opts func(st *store.Store, log *slog.Logger) api.
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pki := testpki.New(t)
 	pki.WriteFiles(t, dir)
-	token := "admin-token-" + store.NewID()
-	var o api.Options
-	if opts != nil {
-		o = opts(st, log)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
 	}
-	tlsConf, err := serverTLS(pki)
+	return &testDaemon{
+		Endpoint: lis.Addr().String(), Token: "admin-token-" + store.NewID(), PKI: pki, Store: st, Log: logBuf,
+		dir: dir, log: log, lis: lis,
+	}
+}
+
+// serve serves the Admin service with o, and the further services that
+// register adds (the Agent service), until the test ends.
+func (d *testDaemon) serve(t *testing.T, o api.Options, register ...func(*grpc.Server)) {
+	t.Helper()
+	tlsConf, err := serverTLS(d.PKI)
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth := api.NewAuth(token, false, log)
+	auth := api.NewAuth(d.Token, false, d.log)
 	gsrv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.ChainUnaryInterceptor(auth.Unary),
 		grpc.ChainStreamInterceptor(auth.Stream),
 	)
-	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, o))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
+	pb.RegisterAdminServer(gsrv, api.NewAdmin(d.Store, d.log, o))
+	for _, r := range register {
+		r(gsrv)
 	}
 	served := make(chan error, 1)
-	go func() { served <- gsrv.Serve(lis) }()
+	go func() { served <- gsrv.Serve(d.lis) }()
 	t.Cleanup(func() {
 		gsrv.Stop()
 		if err := <-served; err != nil {
 			t.Errorf("serve gRPC: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("provisiond log:\n%s", logBuf.String())
+			t.Logf("provisiond log:\n%s", d.Log.String())
 		}
 	})
-	return &testDaemon{Endpoint: lis.Addr().String(), Token: token, PKI: pki, Store: st, Log: logBuf, dir: dir}
 }
 
 // ProviderConfig is the provider block that reaches this daemon.

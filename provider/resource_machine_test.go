@@ -1,10 +1,14 @@
 package provider
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,13 +27,15 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
-// labBMC plays the servers' BMCs: it keeps power state per hardware, and
-// powering a server on (or cycling it) with the boot device set to PXE
-// "boots" it into the agent OS, that is, starts a simulated agent that
-// talks to the workflow engine's agent API as the real agent does over
-// gRPC: it takes the token provisiond mints for the boot, asks for actions
-// and reports them. An action whose name starts with "broken" fails.
-type labBMC struct {
+// simBMC plays the BMCs of many servers at once, for tests of Terraform's
+// parallelism where twenty ipmi_sim BMCs and agents would cost more than
+// they prove (the real peers are in lab_acc_test.go). It keeps power state
+// per hardware, and powering a server on (or resetting it) with the boot
+// device set to PXE "boots" it into the agent OS, that is, starts a
+// simulated agent that talks to the workflow engine's agent API as the
+// real agent does over gRPC: it takes the token provisiond mints for the
+// boot, asks for actions and reports them done.
+type simBMC struct {
 	t   *testing.T
 	ctx context.Context
 
@@ -38,18 +44,16 @@ type labBMC struct {
 	power  map[string]string
 	boot   map[string]string
 	agents sync.WaitGroup
-	// ran counts the actions the agents ran, per hardware.
-	ran map[string][]string
 }
 
-func newLabBMC(t *testing.T) *labBMC {
+func newSimBMC(t *testing.T) *simBMC {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &labBMC{t: t, ctx: ctx, power: map[string]string{}, boot: map[string]string{}, ran: map[string][]string{}}
+	b := &simBMC{t: t, ctx: ctx, power: map[string]string{}, boot: map[string]string{}}
 	t.Cleanup(func() { cancel(); b.agents.Wait() })
 	return b
 }
 
-func (b *labBMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
+func (b *simBMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s, ok := b.power[hw.ID]; ok {
@@ -58,7 +62,7 @@ func (b *labBMC) PowerState(_ context.Context, hw store.Hardware) (string, error
 	return "off", nil
 }
 
-func (b *labBMC) SetPower(_ context.Context, hw store.Hardware, action string) error {
+func (b *simBMC) SetPower(_ context.Context, hw store.Hardware, action string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	was := b.power[hw.ID]
@@ -77,7 +81,7 @@ func (b *labBMC) SetPower(_ context.Context, hw store.Hardware, action string) e
 	return nil
 }
 
-func (b *labBMC) SetBootDevice(_ context.Context, hw store.Hardware, device string, _, _ bool) error {
+func (b *simBMC) SetBootDevice(_ context.Context, hw store.Hardware, device string, _, _ bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.boot[hw.ID] = device
@@ -85,7 +89,7 @@ func (b *labBMC) SetBootDevice(_ context.Context, hw store.Hardware, device stri
 }
 
 // runAgent is the agent OS of one boot.
-func (b *labBMC) runAgent(hwID string) {
+func (b *simBMC) runAgent(hwID string) {
 	defer b.agents.Done()
 	ctx := b.ctx
 	var token string
@@ -112,29 +116,17 @@ func (b *labBMC) runAgent(hwID string) {
 			continue
 		}
 		act := *as.Action
-		b.mu.Lock()
-		b.ran[hwID] = append(b.ran[hwID], act.Name)
-		b.mu.Unlock()
 		r := workflow.Report{Index: as.Index, Task: act.Task, Action: act.Name, Attempt: act.Attempt, State: store.StateSucceeded, OutputTail: "done\n"}
-		if strings.HasPrefix(act.Name, "broken") {
-			r.State, r.Message, r.OutputTail = store.StateFailed, "exit status 3", "writing image\nerror: no space left on device\n"
-		}
 		if err := b.eng.ReportAction(ctx, token, r); err != nil {
 			return
 		}
 	}
 }
 
-func (b *labBMC) actions(hwID string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.ran[hwID]...)
-}
-
-// startLab starts provisiond's API with the real workflow engine, driving
-// the simulated BMCs and agents of labBMC.
-func startLab(t *testing.T) (*testDaemon, *labBMC) {
-	bmc := newLabBMC(t)
+// startSimLab starts provisiond's API with the real workflow engine, driving
+// the simulated BMCs and agents of simBMC.
+func startSimLab(t *testing.T) (*testDaemon, *simBMC) {
+	bmc := newSimBMC(t)
 	d := startDaemon(t, func(st *store.Store, log *slog.Logger) api.Options {
 		eng := workflow.New(st, log, prometheus.NewRegistry(), bmc, workflow.Options{
 			PublicURL: "http://127.0.0.1:1", ImagesURL: "http://127.0.0.1:1/images",
@@ -156,18 +148,8 @@ func startLab(t *testing.T) (*testDaemon, *labBMC) {
 	return d, bmc
 }
 
-// machineConfig is n servers with one machine each; with n == 1 the
-// resources have no count (import addresses cannot carry an index).
-func machineConfig(d *testDaemon, n int, actions []string, params, power, wipe string) string {
-	cfg := machineConfigCount(d, n, actions, params, power, wipe)
-	if n == 1 {
-		cfg = regexp.MustCompile(`(?m)^\s*count\s*=.*\n`).ReplaceAllString(cfg, "")
-		cfg = strings.NewReplacer("[count.index]", "", "count.index", "0").Replace(cfg)
-	}
-	return cfg
-}
-
-func machineConfigCount(d *testDaemon, n int, actions []string, params, power, wipe string) string {
+// simMachineConfig is n servers with one machine each, for simBMC.
+func simMachineConfig(d *testDaemon, n int, actions []string, params, power, wipe string) string {
 	var tpl strings.Builder
 	tpl.WriteString("version: \"0.1\"\nname: lab\nglobal_timeout: 600\ntasks:\n  - name: install\n    actions:\n")
 	for _, a := range actions {
@@ -192,7 +174,7 @@ resource "baremetal_hardware" "node" {
     driver   = "ipmi"
     address  = "127.0.0.1"
     username = "admin"
-    password = "canary-bmc-pw-9b1c"
+    password = "bmc-pw"
   }
 }
 
@@ -212,113 +194,226 @@ resource "baremetal_machine" "node" {
 `, tpl.String(), n, n, params, power, wipe))
 }
 
+// TestAccMachine drives one machine through its life with real peers (see
+// lab_acc_test.go): create installs image v1 with the real agent and
+// boots the disk, and shows no drift once provisiond's power poller has
+// looked; import reads back the same state; power changes in place through
+// ipmi_sim, again without drift; new parameters reinstall (v2); destroy
+// wipes the disk with the wipe mode in state (changed from zero to quick)
+// and powers the server off.
 func TestAccMachine(t *testing.T) {
-	requireAcc(t)
-	d, bmc := startLab(t)
+	requireRealLab(t)
+	t.Parallel()
+	l := startRealLab(t)
+	m := l.addMachine(t, "node0", 0, "bmc-pw-"+store.NewID()[:8])
+	password := strconv.Quote(m.BMC.Password)
 	addr := "baremetal_machine.node"
-	resource.ParallelTest(t, resource.TestCase{
+	ctx := context.Background()
+	start := time.Now()
+	mark := func(what string) { t.Logf("%-34s %6.2fs", what, time.Since(start).Seconds()) }
+
+	// installed checks what a finished install leaves: image v on the disk
+	// and then tail as the last byte (the old data, or zero after a quick
+	// wipe), the check action's output from the machine, the server on and
+	// booted from its disk, and provisiond's power poller seeing it on.
+	installed := func(v string, tail byte) func(*terraform.State) error {
+		return func(*terraform.State) error {
+			mark("installed " + v)
+			disk, err := os.ReadFile(m.Disk)
+			if err != nil {
+				return err
+			}
+			if !bytes.HasPrefix(disk, labImage(v)) || disk[len(disk)-1] != tail {
+				return fmt.Errorf("disk %s does not hold image %s and then %#x: %q...%#x", m.Disk, v, tail, disk[:40], disk[len(disk)-1])
+			}
+			// The agent ran the check on the machine and streamed its output.
+			pm, err := l.Store.GetMachine(ctx, m.ID)
+			if err != nil {
+				return err
+			}
+			w, err := l.Store.GetWorkflow(ctx, pm.WorkflowID)
+			if err != nil {
+				return err
+			}
+			if i := slices.IndexFunc(w.Actions, func(a store.Action) bool { return a.Name == "check-image" }); i < 0 || !strings.Contains(w.Actions[i].OutputTail, "baremetal-os-image-"+v+" is on "+m.Disk) {
+				return fmt.Errorf("no output of check-image on the machine in workflow %s: %+v", w.ID, w.Actions)
+			}
+			if p, err := m.Power(ctx); err != nil || p != "on" {
+				return fmt.Errorf("BMC says power %q (%v) after the install, want on", p, err)
+			}
+			if b := m.LastBoot(); b != "disk" {
+				return fmt.Errorf("the server last powered on with boot device %q, want disk (the installed OS)", b)
+			}
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if p, err := l.waitPolled(pctx, m.ID, time.Now()); err != nil || p != "on" {
+				return fmt.Errorf("provisiond's power poller sees %s %q (%v) after the install, want on: the workflow's last power step left the server off", m.ID, p, err)
+			}
+			return nil
+		}
+	}
+	resource.Test(t, resource.TestCase{
 		PreCheck:                 preCheck(t),
 		ProtoV6ProviderFactories: protoV6,
 		Steps: []resource.TestStep{
 			{
-				Config: machineConfig(d, 1, []string{"image", "hostname"}, `image = "a.raw"`, "on", "quick"),
+				Config: labConfig(l.ProviderConfig(), m, false, password, "v1", "on", "zero"),
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("id"), knownvalue.StringExact("node0")),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("state"), knownvalue.StringExact("succeeded")),
-					statecheck.ExpectKnownValue(addr, tfjsonpath.New("ip"), knownvalue.StringExact("10.99.0.10")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("ip"), knownvalue.StringExact(m.IP)),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("power"), knownvalue.StringExact("on")),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("workflow_id"), knownvalue.NotNull()),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("provisioned_at"), knownvalue.NotNull()),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("error"), knownvalue.Null()),
 				},
-				Check: func(*terraform.State) error {
-					if got := bmc.actions("node0"); strings.Join(got, ",") != "image,hostname" {
-						return fmt.Errorf("the agent ran %v, want image, hostname", got)
-					}
-					return nil
-				},
+				Check: installed("v1", labOldData),
 			},
 			{
+				// The workflow power-cycled the server: once provisiond's
+				// poller has looked (installed waits for it), power shows
+				// no drift.
+				Config:   labConfig(l.ProviderConfig(), m, false, password, "v1", "on", "zero"),
+				PlanOnly: true,
+			},
+			{
+				// Everything but the Terraform-only timeouts comes back from
+				// provisiond, power included (its poller saw the server on).
 				ResourceName: addr, ImportState: true, ImportStateVerify: true,
-				// Terraform-only settings that provisiond does not hold.
-				ImportStateVerifyIgnore: []string{"timeouts", "power"},
+				ImportStateVerifyIgnore: []string{"timeouts"},
 			},
 			{
-				// Power changes in place.
-				Config: machineConfig(d, 1, []string{"image", "hostname"}, `image = "a.raw"`, "off", "zero"),
+				// Power and wipe change in place.
+				Config: labConfig(l.ProviderConfig(), m, false, password, "v1", "off", "quick"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
 				}},
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("power"), knownvalue.StringExact("off")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("wipe"), knownvalue.StringExact("quick")),
 				},
 				Check: func(*terraform.State) error {
-					if s, _ := bmc.PowerState(context.Background(), store.Hardware{ID: "node0"}); s != "off" {
-						return fmt.Errorf("BMC says power %s, want off", s)
+					mark("powered off")
+					if p, err := m.Power(ctx); err != nil || p != "off" {
+						return fmt.Errorf("BMC says power %q (%v), want off", p, err)
+					}
+					pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					defer cancel()
+					if p, err := l.waitPolled(pctx, m.ID, time.Now()); err != nil || p != "off" {
+						return fmt.Errorf("provisiond's power poller sees %q (%v), want off", p, err)
 					}
 					return nil
 				},
 			},
-			{Config: machineConfig(d, 1, []string{"image", "hostname"}, `image = "a.raw"`, "off", "zero"), PlanOnly: true},
 			{
-				// New parameters reinstall.
-				Config: machineConfig(d, 1, []string{"image", "hostname"}, `image = "b.raw"`, "on", "zero"),
+				// The poller has looked since: still no drift.
+				Config:   labConfig(l.ProviderConfig(), m, false, password, "v1", "off", "quick"),
+				PlanOnly: true,
+			},
+			{
+				// New parameters reinstall: a quick wipe, then image v2.
+				Config: labConfig(l.ProviderConfig(), m, false, password, "v2", "on", "quick"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
 				}},
 				ConfigStateChecks: []statecheck.StateCheck{
-					statecheck.ExpectKnownValue(addr, tfjsonpath.New("parameters"), knownvalue.MapExact(map[string]knownvalue.Check{"image": knownvalue.StringExact("b.raw")})),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("parameters"), knownvalue.MapExact(map[string]knownvalue.Check{"version": knownvalue.StringExact("v2")})),
 					statecheck.ExpectKnownValue(addr, tfjsonpath.New("state"), knownvalue.StringExact("succeeded")),
 				},
+				Check: installed("v2", 0),
 			},
 		},
 		CheckDestroy: func(*terraform.State) error {
-			if _, err := d.Store.GetMachine(context.Background(), "node0"); err == nil {
+			mark("destroyed")
+			if _, err := l.Store.GetMachine(ctx, "node0"); err == nil {
 				return fmt.Errorf("machine node0 still exists after destroy")
+			}
+			// Quick wipe: the first and last MiB are zero, the middle is not.
+			first, middle, last, err := m.diskRegions()
+			if err != nil {
+				return err
+			}
+			if !first || !last || middle {
+				return fmt.Errorf("after a quick wipe: first MiB zero %t, last MiB zero %t, middle zero %t; want true, true, false", first, last, middle)
+			}
+			if p, err := m.Power(ctx); err != nil || p != "off" {
+				return fmt.Errorf("BMC says power %q (%v) after destroy, want off", p, err)
 			}
 			return nil
 		},
 	})
-	// The secrets never reached provisiond's log.
-	for _, secret := range []string{"canary-bmc-pw-9b1c", d.Token} {
-		if strings.Contains(d.Log.String(), secret) {
-			t.Errorf("provisiond's log contains a secret")
+	for _, want := range []string{"stream-image", "check-image", "wipe-disks"} {
+		if !strings.Contains(m.Console(), want) {
+			t.Errorf("the machine's console does not mention %q:\n%s", want, m.Console())
 		}
 	}
 }
 
-// TestAccMachineFailedActionTaints: a failing action ends the apply with
-// an error naming it and its output, and the machine stays in state,
-// tainted, so the next plan replaces it.
+// TestAccMachineFailedActionTaints: an action that fails on the machine
+// ends the apply with an error naming it and its output, and the machine
+// stays in state, tainted, with the action and its output tail in its
+// attributes, so the next plan replaces it.
 func TestAccMachineFailedActionTaints(t *testing.T) {
-	requireAcc(t)
-	d, _ := startLab(t)
-	cfg := machineConfig(d, 1, []string{"image", "broken-write"}, `image = "a.raw"`, "on", "none")
-	resource.ParallelTest(t, resource.TestCase{
+	requireRealLab(t)
+	t.Parallel()
+	l := startRealLab(t)
+	m := l.addMachine(t, "node0", 0, "bmc-pw")
+	cfg := labConfig(l.ProviderConfig(), m, true, `"bmc-pw"`, "v1", "on", "none")
+	failed := regexp.MustCompile(`(?s)Provisioning of hardware node0 failed.*Failed action: "broken-write".*exit status 3.*Last output of the action:.*writing partition table.*error: no space left on device`)
+	resource.Test(t, resource.TestCase{
 		PreCheck:                 preCheck(t),
 		ProtoV6ProviderFactories: protoV6,
 		Steps: []resource.TestStep{
-			{
-				Config:      cfg,
-				ExpectError: regexp.MustCompile(`(?s)Provisioning of hardware node0 failed.*Failed action: "broken-write".*exit status 3.*no space left on device`),
-			},
+			{Config: cfg, ExpectError: failed},
 			{
 				Config: cfg,
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					// Tainted: replaced, not dropped.
 					plancheck.ExpectResourceAction("baremetal_machine.node", plancheck.ResourceActionDestroyBeforeCreate),
+					expectTainted{
+						addr:  "baremetal_machine.node",
+						attrs: map[string]*regexp.Regexp{"state": regexp.MustCompile(`^failed$`), "error": regexp.MustCompile(`^action "broken-write" of task "install" failed: .*exit status 3`), "output_tail": regexp.MustCompile(`no space left on device`)},
+					},
 				}},
-				ExpectError: regexp.MustCompile(`Failed action: "broken-write"`),
+				ExpectError: failed,
 			},
 		},
 	})
+}
+
+// expectTainted checks that the prior state holds addr tainted, with
+// attributes matching attrs.
+type expectTainted struct {
+	addr  string
+	attrs map[string]*regexp.Regexp
+}
+
+func (e expectTainted) CheckPlan(_ context.Context, req plancheck.CheckPlanRequest, resp *plancheck.CheckPlanResponse) {
+	if ps := req.Plan.PriorState; ps != nil && ps.Values != nil && ps.Values.RootModule != nil {
+		for _, r := range ps.Values.RootModule.Resources {
+			if r.Address != e.addr {
+				continue
+			}
+			if !r.Tainted {
+				resp.Error = fmt.Errorf("%s is in state but not tainted", e.addr)
+				return
+			}
+			for name, re := range e.attrs {
+				if v, _ := r.AttributeValues[name].(string); !re.MatchString(v) {
+					resp.Error = fmt.Errorf("%s.%s = %q, want a match of %s", e.addr, name, v, re)
+					return
+				}
+			}
+			return
+		}
+	}
+	resp.Error = fmt.Errorf("%s is not in the prior state", e.addr)
 }
 
 // TestAccMachineParallel creates many machines in one apply; the apply
 // takes about as long as one install, not the sum (figures in the log).
 func TestAccMachineParallel(t *testing.T) {
 	requireAcc(t)
-	d, _ := startLab(t)
+	d, _ := startSimLab(t)
 	const n = 20
 	var start time.Time
 	resource.ParallelTest(t, resource.TestCase{
@@ -326,7 +421,7 @@ func TestAccMachineParallel(t *testing.T) {
 		ProtoV6ProviderFactories: protoV6,
 		Steps: []resource.TestStep{{
 			PreConfig: func() { start = time.Now() },
-			Config:    machineConfig(d, n, []string{"image", "hostname"}, `image = "a.raw"`, "on", "quick"),
+			Config:    simMachineConfig(d, n, []string{"image", "hostname"}, `image = "a.raw"`, "on", "quick"),
 			Check: func(*terraform.State) error {
 				t.Logf("%d machines created in one apply in %s", n, time.Since(start).Round(time.Millisecond))
 				ms, err := store.Read(context.Background(), d.Store, func(tx *store.Tx) ([]store.Machine, error) { return tx.ListMachines() })

@@ -132,17 +132,20 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if s == connectivity.Ready {
 			break
 		}
-		if !conn.WaitForStateChange(wctx, s) {
-			conn.Close()
-			return nil, fmt.Errorf("connect to provisiond at %s: not reachable within %s (last state %s): check the endpoint, that provisiond runs, and whether it expects TLS (tls=%t)", addr, timeout, s, tc != nil)
-		}
-		if s := conn.GetState(); s == connectivity.TransientFailure {
-			// Ask once with a real call: its error names the cause (refused, TLS).
+		if s == connectivity.TransientFailure {
+			// Ask once with a real call: its error names the cause (refused,
+			// TLS). Checked before waiting: once in TRANSIENT_FAILURE, grpc
+			// may not change state again before the deadline.
 			_, err := pb.NewAdminClient(conn).ListTemplates(wctx, &pb.ListTemplatesRequest{}, grpc.WaitForReady(false))
 			if err != nil && status.Code(err) == codes.Unavailable {
 				conn.Close()
 				return nil, fmt.Errorf("connect to provisiond at %s (tls=%t): %s", addr, tc != nil, status.Convert(err).Message())
 			}
+			break // it answered (perhaps with an error of its own): reachable
+		}
+		if !conn.WaitForStateChange(wctx, s) {
+			conn.Close()
+			return nil, fmt.Errorf("connect to provisiond at %s: not reachable within %s (last state %s): check the endpoint, that provisiond runs, and whether it expects TLS (tls=%t)", addr, timeout, s, tc != nil)
 		}
 	}
 	return &Client{AdminClient: pb.NewAdminClient(conn), conn: conn, addr: addr}, nil

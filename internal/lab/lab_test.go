@@ -185,8 +185,9 @@ func TestBMCCommands(t *testing.T) {
 		{[]string{"chassis", "bootdev", "pxe"}, false, ""},
 		{[]string{"chassis", "power", "on"}, true, "order=n"},
 		{[]string{"chassis", "bootdev", "disk"}, true, ""},
-		// ipmi_sim turns a power cycle into "set power 0" and never powers
-		// back on: the VM stays off (see the BMC doc comment).
+		// ipmi_sim turns a power cycle into "set power 0" at once and
+		// "set power 1" 1-2 s later from its own timer (see the BMC doc
+		// comment): right after the call the VM reads off.
 		{[]string{"chassis", "power", "cycle"}, false, ""},
 		{[]string{"chassis", "power", "on"}, true, "order=c"},
 		{[]string{"chassis", "bootdev", "pxe"}, true, ""},

@@ -1,7 +1,7 @@
 # Agent OS and demo OS image targets. The top GNUmakefile includes this file:
 #   include internal/osbuild/osbuild.mk
 # Needs GO and the Debian tools dpkg-deb and apt-get (download only, no root);
-# demo-image also needs dosfstools, mtools and syslinux.
+# demo-image also needs dosfstools, mtools, syslinux and systemd-boot-efi.
 
 BUILD_DIR     ?= build
 KERNEL_CACHE  ?= $(BUILD_DIR)/cache
@@ -20,7 +20,7 @@ agent-os: ## Build build/agent-os/{vmlinuz,initramfs} (Debian kernel + static ag
 	$(BUILD_DIR)/mkagentos $(KERNEL_SOURCE) -init $(BUILD_DIR)/agent -out $(BUILD_DIR)/agent-os
 
 .PHONY: demo-image
-demo-image: ## Build build/images/demo-os.raw, the small OS the demo installs (prints hostname and user-data).
+demo-image: ## Build build/images/demo-os.raw, the small OS the demo installs (BIOS and UEFI; prints hostname and user-data).
 	@mkdir -p $(BUILD_DIR)
 	$(OSBUILD_GO) -o $(BUILD_DIR)/demoinit ./internal/demoinit
 	$(OSBUILD_GO) -o $(BUILD_DIR)/mkdemoimage ./internal/osbuild/cmd/mkdemoimage

@@ -161,16 +161,20 @@ func TestAgentOSReproducibleAndBoots(t *testing.T) {
 	}
 }
 
-// TestDemoImageBoots builds the demo OS disk image and boots it from disk
-// (order=c): syslinux loads the kernel, demoinit gets an address by DHCP from
-// QEMU's user network, fetches hostname and user-data from a metadata server
-// reached through guestfwd, and prints them.
+// TestDemoImageBoots builds the demo OS disk image twice (the bytes must not
+// change), then boots it from disk (order=c) under legacy BIOS and under UEFI:
+// syslinux or systemd-boot loads the kernel, demoinit gets an address by DHCP
+// from QEMU's user network, fetches hostname and user-data from a metadata
+// server reached through guestfwd, and prints them.
 func TestDemoImageBoots(t *testing.T) {
 	deb := kernelDeb(t)
 	for _, bin := range append([]string{lab.QEMUBinary}, DemoImageTools...) {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Skipf("%s not installed (Debian: qemu-system-x86 dosfstools mtools syslinux): %v", bin, err)
 		}
+	}
+	if _, err := os.Stat(SystemdBootEFI); err != nil {
+		t.Skipf("no UEFI loader (Debian: systemd-boot-efi): %v", err)
 	}
 	dir := t.TempDir()
 	initBin := filepath.Join(dir, "demoinit")
@@ -183,37 +187,74 @@ func TestDemoImageBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(dir, "demo.raw")
-	start := time.Now()
-	if err := BuildDemoImage(context.Background(), testLogger(t), DemoImageConfig{Kernel: k, Init: init, Out: img, Append: "bm.http=http://10.0.2.100"}); err != nil {
-		t.Fatal(err)
+	var img string
+	var sums [2]string
+	for i := range sums {
+		img = filepath.Join(dir, fmt.Sprintf("demo%d.raw", i))
+		start := time.Now()
+		if err := BuildDemoImage(context.Background(), testLogger(t), DemoImageConfig{Kernel: k, Init: init, Out: img, Append: "bm.http=http://10.0.2.100"}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums[i] = sha(t, img)
+		t.Logf("demo image %d: %d bytes (%.1f MiB), built in %.1fs, sha256 %s", i, st.Size(), float64(st.Size())/(1<<20), time.Since(start).Seconds(), sums[i])
+		if i == 0 {
+			// FAT stamps times in 2-second steps: builds at least that far
+			// apart would differ if any file or directory took the clock.
+			time.Sleep(2100 * time.Millisecond)
+		}
 	}
-	st, err := os.Stat(img)
-	if err != nil {
-		t.Fatal(err)
+	if sums[0] != sums[1] {
+		t.Fatalf("two builds from the same inputs differ: %v", sums)
 	}
-	t.Logf("demo image: %d bytes (%.1f MiB), built in %.1fs", st.Size(), float64(st.Size())/(1<<20), time.Since(start).Seconds())
 
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv(metadataHelperEnv, "1") // inherited by QEMU, and so by the guestfwd helper
-	vm := lab.VM{Name: "demo", Dir: filepath.Join(dir, "vm"), MemoryMiB: 256, Disk: img, DiskFormat: "raw", Snapshot: true,
-		UserNet: "restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:" + self + " -test.run=^$"}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	start = time.Now()
-	p, err := vm.Start(ctx, nil, "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
-	for _, want := range []string{"SYSLINUX", "DEMO-OS booting kernel=" + k.Version, "DEMO-OS dhcp iface=eth0 requesting",
-		"DEMO-OS dhcp iface=eth0 ip=10.0.2.15/24", "DEMO-OS hostname=" + testHostname, "runcmd: [echo hello from user-data]", "DEMO-OS user-data end"} {
-		if _, err := lab.WaitForString(ctx, vm.SerialPath(), want); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%5.1fs %s", time.Since(start).Seconds(), want)
+	for _, tc := range []struct {
+		fw     lab.Firmware
+		loader []string // what the serial console shows before the kernel runs
+	}{
+		{lab.BIOS, []string{"SYSLINUX"}},
+		// OVMF's boot manager names the option it starts (without a loader
+		// on the disk it says "failed to load ... Not Found" and falls back
+		// to the EFI shell). systemd-boot with timeout 0 prints nothing;
+		// the kernel's EFI stub then reports the initramfs that
+		// systemd-boot offers it through the LINUX_EFI_INITRD_MEDIA device
+		// path.
+		{lab.UEFI, []string{"BdsDxe: starting Boot", "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID"}},
+	} {
+		t.Run(string(tc.fw), func(t *testing.T) {
+			if tc.fw == lab.UEFI {
+				for _, f := range []string{lab.OVMFCode, lab.OVMFVars} {
+					if _, err := os.Stat(f); err != nil {
+						t.Skipf("no OVMF (Debian: ovmf): %v", err)
+					}
+				}
+			}
+			vm := lab.VM{Name: "demo-" + string(tc.fw), Dir: filepath.Join(dir, "vm-"+string(tc.fw)), Firmware: tc.fw, MemoryMiB: 256,
+				Disk: img, DiskFormat: "raw", Snapshot: true,
+				UserNet: "restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:" + self + " -test.run=^$"}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			start := time.Now()
+			p, err := vm.Start(ctx, nil, "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Stop()
+			for _, want := range append(tc.loader, "DEMO-OS booting kernel="+k.Version, "DEMO-OS dhcp iface=eth0 requesting",
+				"DEMO-OS dhcp iface=eth0 ip=10.0.2.15/24", "DEMO-OS hostname="+testHostname, "runcmd: [echo hello from user-data]", "DEMO-OS user-data end") {
+				if _, err := lab.WaitForString(ctx, vm.SerialPath(), want); err != nil {
+					t.Fatalf("%v\n%s", err, lab.ReadLog(vm.SerialPath()))
+				}
+				t.Logf("%5.1fs %s", time.Since(start).Seconds(), want)
+			}
+		})
 	}
 }

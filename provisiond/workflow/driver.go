@@ -23,7 +23,8 @@ const (
 
 // drive runs one workflow's engine side until it ends or ctx does.
 func (e *Engine) drive(ctx context.Context, id string, poke <-chan struct{}) {
-	log := e.log.With("workflow", id)
+	base := e.log.With("workflow", id)
+	log := base
 	d := &driverState{}
 	for {
 		w, hw, err := e.load(ctx, id)
@@ -38,7 +39,7 @@ func (e *Engine) drive(ctx context.Context, id string, poke <-chan struct{}) {
 		case store.Terminal(w.State):
 			return
 		default:
-			log = log.With("hardware", w.HardwareID)
+			log = base.With("hardware", w.HardwareID)
 			wait, err = e.advance(ctx, log, d, w, hw)
 			if err != nil && ctx.Err() == nil {
 				log.WarnContext(ctx, "workflow step failed", "state", w.State, "step", w.Step, "err", err)

@@ -612,14 +612,14 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 	now := e.now()
 	var ended, kind string
 	var created time.Time
-	var wfID string
+	var wfID, hwID, action string
 	err := e.st.Batch(ctx, func(tx *store.Tx) error {
 		ended = ""
 		w, err := authenticate(tx, token)
 		if err != nil {
 			return err
 		}
-		wfID, kind, created = w.ID, w.Kind, w.CreatedAt
+		wfID, hwID, kind, created = w.ID, w.HardwareID, w.Kind, w.CreatedAt
 		if store.Terminal(w.State) || w.State != store.StateRunning {
 			return fmt.Errorf("workflow %s is %s: %w", w.ID, w.State, ErrNotReady)
 		}
@@ -627,6 +627,7 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 			return fmt.Errorf("%w: action index %d out of range (%d actions)", ErrInvalid, r.Index, len(w.Actions))
 		}
 		a := &w.Actions[r.Index]
+		action = a.Task + "/" + a.Name
 		if (r.Task != "" && r.Task != a.Task) || (r.Action != "" && r.Action != a.Name) {
 			return fmt.Errorf("%w: action %d is %s/%s, not %s/%s", ErrInvalid, r.Index, a.Task, a.Name, r.Task, r.Action)
 		}
@@ -670,6 +671,13 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 	})
 	if err != nil {
 		return fmt.Errorf("report action %d: %w", r.Index, err)
+	}
+	if r.State != store.StateRunning {
+		lvl := slog.LevelInfo
+		if r.State != store.StateSucceeded {
+			lvl = slog.LevelWarn
+		}
+		e.log.Log(ctx, lvl, "action "+strings.ReplaceAll(r.State, "_", " "), "workflow", wfID, "hardware", hwID, "action", action, "message", bound(r.Message, 200))
 	}
 	if ended != "" {
 		e.finished(kind, ended, created)

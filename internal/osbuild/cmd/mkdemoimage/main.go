@@ -1,7 +1,9 @@
-// Command mkdemoimage builds the demo OS: a raw disk image (syslinux MBR, one
-// FAT partition with the Debian kernel and an initramfs whose /init is
-// internal/demoinit) that prints its hostname and user-data from provisiond's
-// metadata service on the serial console.
+// Command mkdemoimage builds the demo OS: a raw disk image that boots under
+// legacy BIOS (syslinux MBR) and UEFI (systemd-boot at \EFI\BOOT\BOOTX64.EFI),
+// with one FAT partition holding the Debian kernel and an initramfs whose
+// /init is internal/demoinit, and that prints its hostname and user-data from
+// provisiond's metadata service on the serial console. Needs the Debian
+// packages dosfstools, mtools, syslinux and systemd-boot-efi.
 //
 //	mkdemoimage -kernel-deb build/cache/linux-image-*.deb -init build/demoinit -out build/images/demo-os.raw
 package main

@@ -37,6 +37,7 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/provisiond/dhcp"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/ipxe"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/metadata"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/ra"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/tftp"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
@@ -251,6 +252,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			LeaseTime: c.DHCPLeaseTime, Domain: c.DHCPDomain, UserClass: "baremetal",
 		})
 		g.Go(func() error { return srv.Serve(gctx) })
+	}
+	switch {
+	case !c.IPv6RA || c.DHCPMode.val == "off":
+	case c.DHCPIface == "":
+		log.Info("not answering IPv6 router solicitations: --dhcp-interface names no interface; iPXE may wait ~16 s for IPv6 router discovery")
+	default:
+		resp := ra.New(log, reg, ra.Options{Interface: c.DHCPIface})
+		g.Go(func() error {
+			// Machines still boot without it, only slower, so a host where
+			// it cannot run (IPv6 disabled, say) keeps serving.
+			if err := resp.Serve(gctx); err != nil {
+				log.Warn("not answering IPv6 router solicitations; iPXE may wait ~16 s for IPv6 router discovery (--ipv6-ra=false silences this)", "err", err)
+			}
+			return nil
+		})
 	}
 	if c.TFTPListen != "" {
 		srv := tftp.New(log, reg, tftp.Options{Root: c.IPXEDir, Listen: c.TFTPListen})

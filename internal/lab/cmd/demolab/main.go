@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -284,9 +285,11 @@ func printMachines(ctx context.Context, c *client.Client, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	list := hw.GetHardware()
+	sort.Slice(list, func(i, j int) bool { return list[i].GetHostname() < list[j].GetHostname() })
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tSTATE\tADDRESS\tFIRMWARE\tINSTALL TIME\tWORKFLOW")
-	for _, h := range hw.GetHardware() {
+	for _, h := range list {
 		addr := ""
 		if ifs := h.GetInterfaces(); len(ifs) > 0 {
 			addr = ifs[0].GetIp()

@@ -111,6 +111,18 @@ func (c *Console) Len() int {
 	return len(c.lines)
 }
 
+// IndexAt returns the index of the first line seen at or after t.
+func (c *Console) IndexAt(t time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, l := range c.lines {
+		if !l.At.Before(t) {
+			return i
+		}
+	}
+	return len(c.lines)
+}
+
 // Wait returns the index and the line of the first line at or after index
 // from that matches re, waiting for it until ctx ends.
 func (c *Console) Wait(ctx context.Context, from int, re *regexp.Regexp) (int, ConsoleLine, error) {

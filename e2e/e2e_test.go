@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,20 +35,10 @@ var (
 )
 
 func TestE2E(t *testing.T) {
-	if os.Getenv("BAREMETAL_E2E") == "" {
-		t.Skip("end-to-end QEMU test: run `make e2e` (sets BAREMETAL_E2E=1 after building the agent OS and demo image)")
-	}
-	lab.RequireRoot(t)
-	lab.RequireBinaries(t, "ip", lab.QEMUBinary, "qemu-img", "ipmi_sim", "ipmitool")
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := requireLab(t)
 	terraform := filepath.Join(root, "bin", "terraform")
-	for _, f := range []string{"build/agent-os/vmlinuz", "build/agent-os/initramfs", "build/images/demo-os.raw", "bin/terraform"} {
-		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-			t.Fatalf("%s missing: `make tools agent-os demo-image` builds it (%v)", f, err)
-		}
+	if _, err := os.Stat(terraform); err != nil {
+		t.Fatalf("bin/terraform missing: `make tools` builds it (%v)", err)
 	}
 	uefi := true
 	if _, err := os.Stat(lab.OVMFCode); err != nil {
@@ -60,56 +49,15 @@ func TestE2E(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	for pkg, out := range map[string]string{"./provisiond": "provisiond", ".": "terraform-provider-baremetal"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, out), pkg)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-		}
-	}
-	t.Logf("%6.1fs built provisiond and the provider", time.Since(start).Seconds())
+	bin := build(t, ctx, root, dir, map[string]string{"./provisiond": "provisiond", ".": "terraform-provider-baremetal"})
+	t.Logf("%6.1fs built provisiond and the provider", since(start))
 
-	rack, err := lab.StartRack(ctx, lab.RackConfig{
-		Dir: filepath.Join(dir, "rack"), NSPrefix: "e2e", Servers: 2, UEFI: uefi,
-		Provisiond: filepath.Join(bin, "provisiond"),
-		AgentOSDir: filepath.Join(root, "build/agent-os"), ImagesDir: filepath.Join(root, "build/images"),
-		ExtraFlags: []string{"--log-level", "debug"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	consoles := map[string]*lab.Console{}
-	for _, s := range rack.Servers {
-		c, err := lab.FollowConsole(ctx, s.BMC.VM.SerialPath(), filepath.Join(dir, s.Name+".console"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		consoles[s.Name] = c
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("provisiond log (tail):\n%s", lab.Tail([]byte(lab.ReadLog(rack.Daemon.Log)), 6000))
-			for name, c := range consoles {
-				t.Logf("console of %s (tail):\n%s", name, c.Tail(40))
-			}
-		}
-		if err := rack.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	t.Logf("%6.1fs rack up: namespace %s, %d servers, provisiond serving", time.Since(start).Seconds(), rack.NS.Name, len(rack.Servers))
+	rack := startRack(t, ctx, root, dir, bin, "e2e", 2, uefi)
+	consoles := rack.consoles
+	t.Logf("%6.1fs rack up: namespace %s, %d servers, provisiond serving", since(start), rack.NS.Name, len(rack.Servers))
+	admin := rack.admin(t, ctx)
 
-	admin, err := client.New(ctx, client.Config{
-		Endpoint: lab.RackGRPC, Token: rack.Token, CACert: rack.PKI.CACert,
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return rack.NS.Dial(ctx, "tcp", addr) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-
-	tf := newTerraform(t, ctx, rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir)
+	tf := newTerraform(t, ctx, rack.Rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir)
 	tf.run("init", "-input=false", "-no-color")
 
 	// 1. Install both servers.
@@ -119,7 +67,7 @@ func TestE2E(t *testing.T) {
 	}
 	applyStart := time.Now()
 	tf.run("apply", "-auto-approve", "-input=false", "-no-color")
-	t.Logf("%6.1fs apply: both servers installed in %.1fs", time.Since(start).Seconds(), time.Since(applyStart).Seconds())
+	t.Logf("%6.1fs apply: both servers installed in %.1fs", since(start), since(applyStart))
 	outputs := tf.machines()
 	for _, s := range rack.Servers {
 		m := outputs[s.Name]
@@ -153,9 +101,9 @@ func TestE2E(t *testing.T) {
 	if err := rack.Daemon.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%6.1fs provisiond killed (SIGKILL) during %s's install and restarted in %.1fs", time.Since(start).Seconds(), s1.Name, time.Since(killed).Seconds())
+	t.Logf("%6.1fs provisiond killed (SIGKILL) during %s's install and restarted in %.1fs", since(start), s1.Name, since(killed))
 	apply.wait()
-	t.Logf("%6.1fs reinstall of %s took %.1fs", time.Since(start).Seconds(), s1.Name, time.Since(reinstall).Seconds())
+	t.Logf("%6.1fs reinstall of %s took %.1fs", since(start), s1.Name, since(reinstall))
 	after := checkInstalled(t, ctx, admin, consoles[s1.Name], mark, s1, "revision 1", reinstall)
 	if after.GetWorkflow().GetId() == before.GetWorkflow().GetId() {
 		t.Errorf("%s: the parameter change did not reinstall (workflow %s before and after)", s1.Name, after.GetWorkflow().GetId())
@@ -171,7 +119,7 @@ func TestE2E(t *testing.T) {
 	}
 	destroy := time.Now()
 	tf.run("destroy", "-auto-approve", "-input=false", "-no-color")
-	t.Logf("%6.1fs destroy took %.1fs", time.Since(start).Seconds(), time.Since(destroy).Seconds())
+	t.Logf("%6.1fs destroy took %.1fs", since(start), since(destroy))
 	for _, s := range rack.Servers {
 		if _, l, err := consoles[s.Name].Wait(ctx, marks[s.Name], reWipeStart); err != nil {
 			t.Errorf("%s: %v", s.Name, err)
@@ -190,7 +138,6 @@ func TestE2E(t *testing.T) {
 	if n := len(machines.GetMachines()); n != 0 {
 		t.Errorf("after destroy provisiond holds %d machines", n)
 	}
-	admin.Close()
 	if err := rack.Daemon.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +149,7 @@ func TestE2E(t *testing.T) {
 	if err := st.Check(ctx); err != nil {
 		t.Errorf("store check: %v", err)
 	}
-	t.Logf("%6.1fs done", time.Since(start).Seconds())
+	t.Logf("%6.1fs done", since(start))
 }
 
 // checkInstalled waits for the installed OS to print its host name and

@@ -86,6 +86,37 @@ func buildLabBinaries(t *testing.T) (agent, plainboot string) {
 	return filepath.Join(labBins.dir, "agent"), filepath.Join(labBins.dir, "plainboot")
 }
 
+// labProvisiond is the provisiond binary, built once per test run into
+// labBins' directory, for tests that must kill the daemon for real.
+var labProvisiond struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildProvisiond builds ./provisiond (once), after the agent and plainboot.
+func buildProvisiond(t *testing.T) string {
+	t.Helper()
+	buildLabBinaries(t)
+	labProvisiond.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", labBins.dir+string(filepath.Separator), "./provisiond")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			labProvisiond.err = fmt.Errorf("build provisiond: %w\n%s", err, out)
+			return
+		}
+		labProvisiond.path = filepath.Join(labBins.dir, "provisiond")
+		t.Logf("built provisiond in %s", time.Since(start).Round(time.Millisecond))
+	})
+	if labProvisiond.err != nil {
+		t.Fatal(labProvisiond.err)
+	}
+	return labProvisiond.path
+}
+
 // removeLabBinaries is TestMain's cleanup.
 func removeLabBinaries() {
 	if labBins.dir != "" {
@@ -128,7 +159,11 @@ func requireRealLab(t *testing.T) {
 // startRealLab starts provisiond for one test: the Admin and Agent gRPC
 // services over TLS, the HTTP server of iPXE scripts and images, the
 // workflow engine and the BMC manager with its power poller.
-func startRealLab(t *testing.T) *realLab {
+func startRealLab(t *testing.T) *realLab { return startRealLabWith(t, nil) }
+
+// startRealLabWith is startRealLab with the engine's options changed by
+// tune (nil: as they are).
+func startRealLabWith(t *testing.T, tune func(*workflow.Options)) *realLab {
 	t.Helper()
 	agent, plainboot := buildLabBinaries(t)
 	d := newDaemon(t)
@@ -136,30 +171,22 @@ func startRealLab(t *testing.T) *realLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &realLab{testDaemon: d, HTTP: "http://" + hlis.Addr().String(), agent: agent, plainboot: plainboot}
-	images := t.TempDir()
-	for _, v := range []string{"v1", "v2"} {
-		if err := os.WriteFile(filepath.Join(images, "os-"+v+".img"), labImage(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Disk paths must be under /dev/ (provisiond and the provider check):
-	// /dev/shm holds regular files on every Linux, without root.
-	l.disks, err = os.MkdirTemp("/dev/shm", "baremetal-acc-")
-	if err != nil {
-		t.Skipf("no writable /dev/shm for the machines' disks: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(l.disks) })
+	l := &realLab{testDaemon: d, HTTP: "http://" + hlis.Addr().String(), agent: agent, plainboot: plainboot, disks: labDisks(t)}
+	images := labImages(t)
 
 	reg := prometheus.NewRegistry()
 	// The poller reads every server's power each second, as provisiond's
 	// does each minute: drift in `power` shows within a test step.
 	bmcs := bmc.NewManager(d.Store, d.log, reg, bmc.Options{Timeout: 10 * time.Second, PollInterval: time.Second, IPMICipherSuite: "3"})
-	eng := workflow.New(d.Store, d.log, reg, bmcs, workflow.Options{
+	opts := workflow.Options{
 		PublicURL: l.HTTP, ImagesURL: l.HTTP + "/images", MetadataURL: l.HTTP + "/metadata",
 		BootTimeout: 30 * time.Second, HeartbeatTimeout: 30 * time.Second, ActionGrace: 5 * time.Second,
 		PowerAttempts: 3, PowerRetryDelay: 500 * time.Millisecond,
-	})
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	eng := workflow.New(d.Store, d.log, reg, bmcs, opts)
 	mux := http.NewServeMux()
 	ipxe.New(d.Store, agentTokens{eng}, d.log, reg, ipxe.Options{
 		GRPCAddr: d.Endpoint, HTTPBase: l.HTTP, TLS: true, CABundle: []byte(d.PKI.CACert),
@@ -193,6 +220,31 @@ func startRealLab(t *testing.T) *realLab {
 		pb.RegisterAgentServer(s, api.NewAgent(eng, d.log))
 	})
 	return l
+}
+
+// labImages writes images v1 and v2 (labImage) into a fresh directory.
+func labImages(t *testing.T) string {
+	t.Helper()
+	images := t.TempDir()
+	for _, v := range []string{"v1", "v2"} {
+		if err := os.WriteFile(filepath.Join(images, "os-"+v+".img"), labImage(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return images
+}
+
+// labDisks makes the directory of one test's machine disks. Disk paths
+// must be under /dev/ (provisiond and the provider check): /dev/shm holds
+// regular files on every Linux, without root.
+func labDisks(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "baremetal-acc-")
+	if err != nil {
+		t.Skipf("no writable /dev/shm for the machines' disks: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // realMachine is one lab server.

@@ -36,16 +36,17 @@ type config struct {
 	LogFormat    enum
 	ShutdownWait time.Duration
 
-	DHCPLeaseTime        time.Duration
-	DHCPDomain           string
-	IPXESourceCheck      bool
-	TrustedProxies       string
-	MetadataRequireToken bool
-	BMCTimeout           time.Duration
-	BMCWorkers           int
-	PowerPoll            time.Duration
-	IPMICipherSuite      string
-	IPv6RA               bool
+	DHCPLeaseTime                 time.Duration
+	DHCPDomain                    string
+	IPXESourceCheck               bool
+	TrustedProxies                string
+	MetadataRequireToken          bool
+	BMCTimeout                    time.Duration
+	BMCWorkers                    int
+	PowerPoll                     time.Duration
+	IPMICipherSuite               string
+	IPv6RA                        bool
+	BootTimeout, HeartbeatTimeout time.Duration
 }
 
 // enum is a string flag that accepts only listed values.
@@ -99,6 +100,8 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.BMCTimeout, "bmc-timeout", 30*time.Second, "timeout of one BMC operation attempt")
 	fs.IntVar(&c.BMCWorkers, "bmc-workers", 16, "BMC operations in flight at once across all BMCs")
 	fs.DurationVar(&c.PowerPoll, "power-poll-interval", time.Minute, "how often to read every server's power state (negative: off)")
+	fs.DurationVar(&c.BootTimeout, "boot-timeout", 15*time.Minute, "how long a workflow waits for the agent to call in after the power-on")
+	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", 5*time.Minute, "fail a running workflow whose agent has sent no heartbeat or report for this long")
 	fs.BoolVar(&c.IPv6RA, "ipv6-ra", true, "answer IPv6 router solicitations on --dhcp-interface with a zero-lifetime advertisement (no router), so iPXE does not wait ~16 s for IPv6 router discovery; needs DHCP on and --dhcp-interface set")
 	fs.StringVar(&c.IPMICipherSuite, "ipmi-cipher-suite", "", "ipmitool -C cipher suite (empty: try 3, then 17)")
 	return fs

@@ -194,6 +194,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	})
 	eng := workflow.New(st, log, reg, bmcMgr, workflow.Options{
 		PublicURL: publicURL, ImagesURL: publicURL + "/images", MetadataURL: publicURL + "/metadata",
+		BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout,
 	})
 
 	gsrv := grpc.NewServer(gopts...)

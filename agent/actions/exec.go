@@ -28,7 +28,11 @@ import (
 //	DEFAULT_INTERPRETER  (default "/bin/sh -c")
 //
 // In a chroot /dev, /proc and /sys are bind-mounted. The command runs in its
-// own process group, killed as a whole when the context ends.
+// own process group, killed as a whole when the context ends. Should the
+// agent itself die (possible in plain mode; as PID 1 it never exits), the
+// kernel kills the command too, so no orphan goes on writing to a disk
+// whose workflow provisiond has already failed; processes the command
+// started itself are out of that reach.
 func (b *Builtins) Exec(ctx context.Context, s Spec, out io.Writer) error {
 	argv := s.Command
 	if len(argv) == 0 {
@@ -42,7 +46,9 @@ func (b *Builtins) Exec(ctx context.Context, s Spec, out io.Writer) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = mergeEnv(os.Environ(), s.Env)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: the agent never starts commands from a goroutine locked to
+	// an OS thread that then exits, the one case where Go would fire it early.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 

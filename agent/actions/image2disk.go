@@ -32,7 +32,9 @@ import (
 //	DEST_DISK   block device or file to write to
 //	COMPRESSED  false (default) | true (detect by magic) | gz | bz2 | xz | zst
 //	SHA256      optional hex digest of the bytes served at IMG_URL (the
-//	            compressed file when compressed), verified in the same pass
+//	            compressed file when compressed), verified in the same pass;
+//	            on a mismatch the first and last MiB of what was written
+//	            are zeroed, so that the unverified bytes cannot boot
 //	RETRIES     download resumptions after a broken connection (default 3)
 //
 // The image is never buffered whole: it goes from the socket through the
@@ -122,7 +124,22 @@ func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) error 
 	line()
 	if want != nil {
 		if got := h.Sum(nil); !bytes.Equal(got, want) {
-			return fmt.Errorf("image2disk: sha256 mismatch for %s: got %x, want %x (%s on %s are not the image)", url, got, want, mib(written.Load()), dest)
+			err := fmt.Errorf("image2disk: sha256 mismatch for %s: got %x, want %x", url, got, want)
+			// The bytes on the disk are not the image asked for (a corrupt
+			// or tampered download, or a wrong digest), yet they carry its
+			// partition table and boot code: left there, the disk would
+			// boot them, or pass for a finished install. Zero both ends of
+			// what was written, as a quick wipe does, even when the
+			// action's timeout has just run out.
+			n := written.Load()
+			if zerr := zeroQuick(context.WithoutCancel(ctx), f, n); zerr != nil {
+				return fmt.Errorf("%w; erasing the %s written to %s failed too: %v", err, mib(n), dest, zerr)
+			}
+			if zerr := f.Sync(); zerr != nil {
+				return fmt.Errorf("%w; fsync of %s after erasing what was written failed: %v", err, dest, zerr)
+			}
+			fmt.Fprintf(out, "image2disk: sha256 mismatch: erased the partition tables and boot code of the %s written to %s\n", mib(n), dest)
+			return fmt.Errorf("%w (%s on %s are not the image; their first and last MiB were zeroed so that they cannot boot)", err, mib(n), dest)
 		}
 		fmt.Fprintf(out, "image2disk: sha256 %x ok\n", want)
 	}

@@ -132,6 +132,17 @@ func TestImage2Disk(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
 				}
+				if tc.wantErr == "sha256 mismatch" {
+					// The image (under 2 MiB) was written and did not
+					// verify: zeroed whole; what lies beyond, untouched.
+					got, _ := os.ReadFile(disk)
+					if !bytes.Equal(got[:len(raw)], make([]byte, len(raw))) {
+						t.Error("the image that did not verify is still on the disk")
+					}
+					if !bytes.Equal(got[len(raw):], bytes.Repeat([]byte{0xee}, 4096)) {
+						t.Error("bytes beyond the image were changed")
+					}
+				}
 				return
 			}
 			if err != nil {

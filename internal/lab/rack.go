@@ -196,7 +196,8 @@ func (r *Rack) TerraformServers() map[string]any {
 }
 
 // Daemon is provisiond running inside a namespace as a child process, its
-// output appended to Log across restarts.
+// output appended to Log across restarts. With NS nil it runs in this
+// host's network namespace, for tests whose peers all use loopback.
 type Daemon struct {
 	NS   *NetNS
 	Bin  string
@@ -219,7 +220,11 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	// `ip netns exec` execs the daemon: the PID is provisiond's own, so a
 	// SIGKILL hits the daemon, not a wrapper.
-	d.cmd = d.NS.Command(context.Background(), d.Bin, d.Args...)
+	if d.NS != nil {
+		d.cmd = d.NS.Command(context.Background(), d.Bin, d.Args...)
+	} else {
+		d.cmd = exec.Command(d.Bin, d.Args...)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = log, log
 	if err := d.cmd.Start(); err != nil {
 		return fmt.Errorf("start provisiond: %w", err)

@@ -169,7 +169,16 @@ func (e *Engine) watch(ctx context.Context, w store.Workflow, now time.Time) (ti
 		last = now
 	}
 	if left := last.Add(e.opts.HeartbeatTimeout).Sub(now); left <= 0 {
-		return 0, e.end(ctx, w, store.StateFailed, fmt.Sprintf("the agent went silent: no heartbeat or report for %s", now.Sub(last).Round(time.Second)))
+		// Name the action the agent vanished in: that is where to look
+		// (a command that crashes or hangs the machine, a kernel panic).
+		during := ""
+		for _, a := range w.Actions {
+			if a.State == store.StateRunning {
+				during = fmt.Sprintf(" during action %s/%s (attempt %d)", a.Task, a.Name, a.Attempt)
+				break
+			}
+		}
+		return 0, e.end(ctx, w, store.StateFailed, fmt.Sprintf("the agent went silent%s: no heartbeat or report for %s", during, now.Sub(last).Round(time.Second)))
 	} else {
 		next = min(next, left)
 	}

@@ -457,7 +457,7 @@ func TestTimeouts(t *testing.T) {
 		}
 		// The agent vanished mid-action: the workflow fails.
 		w := h.waitFor(id, "heartbeat failure", stateIs(store.StateFailed))
-		if !strings.Contains(w.Error, "the agent went silent") || w.Actions[0].State != store.StateCancelled {
+		if !strings.Contains(w.Error, "the agent went silent during action install/image (attempt 1): ") || w.Actions[0].State != store.StateCancelled {
 			t.Errorf("error %q, action state %s", w.Error, w.Actions[0].State)
 		}
 		stop, err := h.eng.Heartbeat(context.Background(), ag.token, "n1")

@@ -107,4 +107,4 @@ func (r *rackUnderTest) admin(t *testing.T, ctx context.Context) *client.Client 
 }
 
 // since formats the time since start for the test's timeline.
-func since(start time.Time) float64 { return since(start) }
+func since(start time.Time) float64 { return time.Since(start).Seconds() }

@@ -409,24 +409,66 @@ func (e expectTainted) CheckPlan(_ context.Context, req plancheck.CheckPlanReque
 	resp.Error = fmt.Errorf("%s is not in the prior state", e.addr)
 }
 
-// TestAccMachineParallel creates many machines in one apply; the apply
-// takes about as long as one install, not the sum (figures in the log).
+// TestAccMachineParallel creates one machine, then 19 more in one apply;
+// the 19 take about as long as the one, not the sum (figures in the log).
 func TestAccMachineParallel(t *testing.T) {
 	requireAcc(t)
 	d, _ := startSimLab(t)
 	const n = 20
 	var start time.Time
+	var one time.Duration
 	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{{
+			PreConfig: func() { start = time.Now() },
+			Config:    simMachineConfig(d, 1, []string{"image", "hostname"}, `image = "a.raw"`, "on", "quick"),
+			Check: func(*terraform.State) error {
+				one = time.Since(start)
+				t.Logf("1 machine created in %s", one.Round(time.Millisecond))
+				return nil
+			},
+		}, {
+			PreConfig: func() { start = time.Now() },
+			Config:    simMachineConfig(d, n, []string{"image", "hostname"}, `image = "a.raw"`, "on", "quick"),
+			Check: func(*terraform.State) error {
+				took := time.Since(start)
+				t.Logf("%d more machines created in one apply in %s (%.1f times the single one)", n-1, took.Round(time.Millisecond), took.Seconds()/one.Seconds())
+				ms, err := store.Read(context.Background(), d.Store, func(tx *store.Tx) ([]store.Machine, error) { return tx.ListMachines() })
+				if err != nil || len(ms) != n {
+					return fmt.Errorf("provisiond holds %d machines (%v), want %d", len(ms), err, n)
+				}
+				return nil
+			},
+		}},
+	})
+}
+
+// TestAccMachineParallelism50 creates 50 machines in one apply with
+// terraform's -parallelism=50: 50 provision workflows and 50 WatchMachine
+// streams at once against one provisiond.
+func TestAccMachineParallelism50(t *testing.T) {
+	requireAcc(t)
+	d, _ := startSimLab(t)
+	const n = 50
+	t.Setenv("TF_CLI_ARGS_apply", "-parallelism=50") // not parallel: it sets the environment
+	var start time.Time
+	resource.Test(t, resource.TestCase{
 		PreCheck:                 preCheck(t),
 		ProtoV6ProviderFactories: protoV6,
 		Steps: []resource.TestStep{{
 			PreConfig: func() { start = time.Now() },
 			Config:    simMachineConfig(d, n, []string{"image", "hostname"}, `image = "a.raw"`, "on", "quick"),
 			Check: func(*terraform.State) error {
-				t.Logf("%d machines created in one apply in %s", n, time.Since(start).Round(time.Millisecond))
+				t.Logf("%d machines created in one apply with -parallelism=50 in %s", n, time.Since(start).Round(time.Millisecond))
 				ms, err := store.Read(context.Background(), d.Store, func(tx *store.Tx) ([]store.Machine, error) { return tx.ListMachines() })
 				if err != nil || len(ms) != n {
 					return fmt.Errorf("provisiond holds %d machines (%v), want %d", len(ms), err, n)
+				}
+				for _, m := range ms {
+					if m.ProvisionedAt.IsZero() {
+						return fmt.Errorf("machine %s not provisioned", m.HardwareID)
+					}
 				}
 				return nil
 			},

@@ -64,8 +64,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if *showVer {
-		fmt.Fprintln(stderr, version)
-		return nil
+		_, err := fmt.Fprintln(stderr, version)
+		return err
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -120,7 +120,9 @@ func work(ctx context.Context, log *slog.Logger, addr, hw, token string, tlsCfg 
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
+	// Everything the workflow needed to say was answered by the time Run
+	// returns: closing only tears the connection down.
+	defer func() { _ = conn.Close() }()
 	httpc := &http.Client{Transport: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		TLSClientConfig:     tlsCfg,

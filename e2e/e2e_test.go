@@ -145,7 +145,11 @@ func TestE2E(t *testing.T) {
 	if err != nil {
 		t.Fatalf("store after the run: %v", err)
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	}()
 	if err := st.Check(ctx); err != nil {
 		t.Errorf("store check: %v", err)
 	}
@@ -253,7 +257,11 @@ func checkDisk(t *testing.T, ctx context.Context, image string, s *lab.Server, i
 	if out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-U", "-O", "raw", disk, raw).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v: %s", s.Name, err, out)
 	}
-	defer os.Remove(raw)
+	defer func() {
+		if err := os.Remove(raw); err != nil {
+			t.Errorf("remove the raw copy of the disk: %v", err)
+		}
+	}()
 	b, err := os.ReadFile(raw)
 	if err != nil {
 		t.Fatal(err)

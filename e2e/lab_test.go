@@ -102,7 +102,11 @@ func (r *rackUnderTest) admin(t *testing.T, ctx context.Context) *client.Client 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close client: %v", err)
+		}
+	})
 	return c
 }
 

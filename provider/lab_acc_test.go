@@ -118,10 +118,14 @@ func buildProvisiond(t *testing.T) string {
 }
 
 // removeLabBinaries is TestMain's cleanup.
-func removeLabBinaries() {
-	if labBins.dir != "" {
-		os.RemoveAll(labBins.dir)
+func removeLabBinaries() error {
+	if labBins.dir == "" {
+		return nil
 	}
+	if err := os.RemoveAll(labBins.dir); err != nil {
+		return fmt.Errorf("remove the lab's binaries: %w", err)
+	}
+	return nil
 }
 
 // agentTokens adapts the engine's "no running workflow" to the ipxe
@@ -243,7 +247,12 @@ func labDisks(t *testing.T) string {
 	if err != nil {
 		t.Skipf("no writable /dev/shm for the machines' disks: %v", err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	// The disks live in memory: a leftover is worth failing the test for.
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the machines' disks: %v", err)
+		}
+	})
 	return dir
 }
 
@@ -300,8 +309,12 @@ func freeUDPPort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	// The port is only free for the caller once this socket is closed.
+	if err := c.Close(); err != nil {
+		return 0, err
+	}
+	return port, nil
 }
 
 // Power asks the BMC for the chassis power: "on" or "off".

@@ -54,7 +54,11 @@ func adminClient(t *testing.T, endpoint, token, caPEM string) *client.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close client: %v", err)
+		}
+	})
 	return c
 }
 
@@ -673,7 +677,11 @@ func checkStore(ctx context.Context, t *testing.T, data string, check func(store
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	}()
 	if err := st.Check(ctx); err != nil {
 		t.Error(err)
 	}
@@ -705,6 +713,10 @@ func freeTCPAddr(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lis.Close()
-	return lis.Addr().String()
+	addr := lis.Addr().String()
+	// The port is only free for the caller once the listener is closed.
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }

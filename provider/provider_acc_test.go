@@ -29,7 +29,9 @@ func TestAccProviderErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := lis.Addr().String()
-	lis.Close()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
 	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
 	if err := os.WriteFile(otherCA, []byte(d.PKI.OtherCACert), 0o600); err != nil {
 		t.Fatal(err)

@@ -29,16 +29,25 @@ import (
 // binary (make tools) unless TF_ACC_TERRAFORM_PATH says otherwise: this
 // machine cannot download one.
 func TestMain(m *testing.M) {
+	env := map[string]string{"CHECKPOINT_DISABLE": "1"}
 	if os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
 		if p, err := filepath.Abs("../bin/terraform"); err == nil {
 			if _, err := os.Stat(p); err == nil {
-				os.Setenv("TF_ACC_TERRAFORM_PATH", p)
+				env["TF_ACC_TERRAFORM_PATH"] = p
 			}
 		}
 	}
-	os.Setenv("CHECKPOINT_DISABLE", "1")
+	for k, v := range env {
+		if err := os.Setenv(k, v); err != nil {
+			fmt.Fprintln(os.Stderr, "provider tests:", err)
+			os.Exit(1)
+		}
+	}
 	code := m.Run()
-	removeLabBinaries()
+	if err := removeLabBinaries(); err != nil {
+		// Left in the temp dir: worth a line, not a failed run.
+		fmt.Fprintln(os.Stderr, "provider tests:", err)
+	}
 	os.Exit(code)
 }
 
@@ -101,7 +110,11 @@ func newDaemon(t *testing.T) *testDaemon {
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
 	logBuf := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pki := testpki.New(t)

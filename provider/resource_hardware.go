@@ -327,7 +327,9 @@ func hardwareFromPB(h *pb.Hardware, prior hardwareModel) hardwareModel {
 	}
 	b := h.GetBmc()
 	// provisiond stores "manual" when no BMC was given: keep a null block null.
-	if b != nil && !(prior.BMC == nil && b.GetDriver() == "manual" && b.GetAddress() == "" && b.GetUsername() == "" && !b.GetPasswordSet()) {
+	// (The getters are nil-safe.)
+	noneGiven := prior.BMC == nil && b.GetDriver() == "manual" && b.GetAddress() == "" && b.GetUsername() == "" && !b.GetPasswordSet()
+	if b != nil && !noneGiven {
 		bm := &bmcModel{
 			Driver:            types.StringValue(b.GetDriver()),
 			Address:           strOrNull(b.GetAddress()),

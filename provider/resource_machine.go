@@ -315,7 +315,7 @@ func (r *machineResource) follow(ctx context.Context, hardwareID, workflowID str
 		if ctx.Err() != nil {
 			return last, ctx.Err()
 		}
-		if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable && !(deprovision && isNotFound(err)) {
+		if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable && (!deprovision || !isNotFound(err)) {
 			return last, fmt.Errorf("watch workflow %s: %w", workflowID, err)
 		}
 		// The stream ended or broke: ask where the workflow is.

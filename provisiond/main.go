@@ -140,7 +140,7 @@ func loadAgentCA(c *config, log *slog.Logger) ([]byte, error) {
 	return raw, nil
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
 	c, err := parseConfig(args, getenv)
 	if err != nil {
 		return err
@@ -159,7 +159,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	// The store was written to: a failing close is reported like any
+	// other error on the way out.
+	defer func() {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -238,7 +244,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	hlis, err := net.Listen("tcp", c.HTTPListen)
 	if err != nil {
-		glis.Close()
+		_ = glis.Close() // never served: the listen error is the news
 		return fmt.Errorf("listen HTTP on %s: %w", c.HTTPListen, err)
 	}
 	log.Info("provisiond starting", "version", version, "grpc", glis.Addr().String(), "http", hlis.Addr().String(),

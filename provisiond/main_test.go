@@ -44,8 +44,12 @@ func freePort(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	addr := l.Addr().String()
+	// The port is only free for provisiond once the listener is closed.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }
 
 // syncBuffer collects the daemon's log for assertions.
@@ -103,7 +107,10 @@ func startDaemonWithPKI(t *testing.T, token string, pki *testpki.PKI, extra ...s
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-d.done:
+		case err := <-d.done:
+			if err != nil {
+				t.Errorf("provisiond: %v", err)
+			}
 		case <-time.After(15 * time.Second):
 			t.Error("provisiond did not stop within 15s")
 		}
@@ -113,7 +120,7 @@ func startDaemonWithPKI(t *testing.T, token string, pki *testpki.PKI, extra ...s
 	for {
 		resp, err := http.Get("http://" + d.httpAddr + "/healthz")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // only the answer mattered
 			break
 		}
 		if time.Now().After(deadline) {
@@ -133,7 +140,11 @@ func (d *daemon) client(t *testing.T, cfg client.Config) (*client.Client, error)
 	cfg.ConnectTimeout = 5 * time.Second
 	c, err := client.New(context.Background(), cfg)
 	if err == nil {
-		t.Cleanup(func() { c.Close() })
+		t.Cleanup(func() {
+			if err := c.Close(); err != nil {
+				t.Errorf("close client: %v", err)
+			}
+		})
 	}
 	return c, err
 }
@@ -378,7 +389,7 @@ func TestHTTPHealthAndMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close() // read; the body is checked below
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Fatalf("%s: %d %.200s", path, resp.StatusCode, body)
 		}

@@ -126,9 +126,17 @@ func ImageName(image string) string {
 
 func announce(what string) Func {
 	return func(ctx context.Context, s Spec, out io.Writer) error {
-		fmt.Fprintf(out, "%s: will %s once this action is reported\n", s.Name, what)
+		say(out, "%s: will %s once this action is reported\n", s.Name, what)
 		return ctx.Err()
 	}
+}
+
+// say writes to an action's output. That output is a record for the
+// operator, not the action's result: the runner's writers buffer it and drop
+// what provisiond cannot take, so a failed write must neither fail nor stop
+// the action, and its error is dropped here rather than at every call.
+func say(out io.Writer, format string, args ...any) {
+	_, _ = fmt.Fprintf(out, format, args...)
 }
 
 // env returns the value of key, or def when unset or empty.

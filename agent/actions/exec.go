@@ -57,7 +57,13 @@ func (b *Builtins) Exec(ctx context.Context, s Spec, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("exec: chroot: %w", err)
 		}
-		defer cleanup()
+		// The command's result stands whatever the cleanup does; a
+		// filesystem left mounted is still worth telling the operator.
+		defer func() {
+			if cerr := cleanup(); cerr != nil {
+				say(out, "exec: chroot cleanup: %v\n", cerr)
+			}
+		}()
 		p, err := lookPathIn(root, argv[0], s.Env["PATH"])
 		if err != nil {
 			return fmt.Errorf("exec: %w", err)
@@ -65,7 +71,7 @@ func (b *Builtins) Exec(ctx context.Context, s Spec, out io.Writer) error {
 		cmd.Path, cmd.Err = p, nil
 		cmd.Dir = "/"
 		cmd.SysProcAttr.Chroot = root
-		fmt.Fprintf(out, "exec: chroot %s (%s)\n", root, env(s, "BLOCK_DEVICE", ""))
+		say(out, "exec: chroot %s (%s)\n", root, env(s, "BLOCK_DEVICE", ""))
 	}
 	err := cmd.Run()
 	if ctx.Err() != nil {
@@ -97,7 +103,7 @@ func mergeEnv(base []string, extra map[string]string) []string {
 	return out
 }
 
-func prepareChroot(dev, fstype string) (string, func(), error) {
+func prepareChroot(dev, fstype string) (string, func() error, error) {
 	if dev == "" {
 		return "", nil, errors.New("BLOCK_DEVICE is required with CHROOT")
 	}
@@ -106,21 +112,22 @@ func prepareChroot(dev, fstype string) (string, func(), error) {
 		return "", nil, err
 	}
 	var binds []string
-	cleanup := func() {
+	cleanup := func() error {
+		var errs []error
 		for i := len(binds) - 1; i >= 0; i-- {
-			unix.Unmount(binds[i], unix.MNT_DETACH)
+			if err := unix.Unmount(binds[i], unix.MNT_DETACH); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", binds[i], err))
+			}
 		}
-		unmount()
+		return errors.Join(append(errs, unmount())...)
 	}
 	for _, d := range []string{"/dev", "/proc", "/sys"} {
 		t := filepath.Join(root, d)
 		if err := os.MkdirAll(t, 0o755); err != nil {
-			cleanup()
-			return "", nil, err
+			return "", nil, errors.Join(err, cleanup())
 		}
 		if err := unix.Mount(d, t, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			cleanup()
-			return "", nil, fmt.Errorf("bind %s: %w", d, err)
+			return "", nil, errors.Join(fmt.Errorf("bind %s: %w", d, err), cleanup())
 		}
 		binds = append(binds, t)
 	}

@@ -40,7 +40,7 @@ import (
 // The image is never buffered whole: it goes from the socket through the
 // hash and the decompressor to the disk. A broken download resumes with an
 // HTTP Range request when the server supports it.
-func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) error {
+func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) (err error) {
 	url := env(s, "IMG_URL", "")
 	dest := env(s, "DEST_DISK", "")
 	if url == "" || dest == "" {
@@ -60,7 +60,9 @@ func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) error 
 	mode := strings.ToLower(env(s, "COMPRESSED", "false"))
 
 	body := &resumableBody{ctx: ctx, client: b.http, url: url, retries: retries, out: out}
-	defer body.Close()
+	// Closing the download only releases the connection: nothing read from
+	// it depends on the close succeeding.
+	defer func() { _ = body.Close() }()
 	if err := body.open(); err != nil {
 		return fmt.Errorf("image2disk: fetch %s: %w", url, err)
 	}
@@ -76,22 +78,30 @@ func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("image2disk: %w", err)
 	}
-	defer dec.Close()
+	// The decompressor only reads; its Close frees buffers and cannot lose
+	// bytes already written.
+	defer func() { _ = dec.Close() }()
 
 	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("image2disk: open %s: %w", dest, err)
 	}
-	defer f.Close()
+	// Every path that reports success has fsynced f; a failing close is
+	// still reported, as the bytes' fate is then unknown.
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("image2disk: close %s: %w", dest, cerr)
+		}
+	}()
 
-	fmt.Fprintf(out, "image2disk: %s -> %s (%s", url, dest, kind)
+	say(out, "image2disk: %s -> %s (%s", url, dest, kind)
 	if body.size > 0 {
-		fmt.Fprintf(out, ", %s", mib(body.size))
+		say(out, ", %s", mib(body.size))
 	}
 	if want != nil {
-		fmt.Fprint(out, ", sha256 verified")
+		say(out, ", sha256 verified")
 	}
-	fmt.Fprintln(out, ")")
+	say(out, ")\n")
 
 	var written atomic.Int64
 	start := time.Now()
@@ -101,7 +111,7 @@ func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) error 
 		if body.size > 0 {
 			msg += fmt.Sprintf(", downloaded %.0f%%", 100*float64(body.read.Load())/float64(body.size))
 		}
-		fmt.Fprintln(out, msg)
+		say(out, "%s\n", msg)
 	}
 	stop := progressTicker(b.progress, line)
 	src2 := &tagReader{r: ctxReader{ctx, dec}}
@@ -138,10 +148,10 @@ func (b *Builtins) Image2Disk(ctx context.Context, s Spec, out io.Writer) error 
 			if zerr := f.Sync(); zerr != nil {
 				return fmt.Errorf("%w; fsync of %s after erasing what was written failed: %v", err, dest, zerr)
 			}
-			fmt.Fprintf(out, "image2disk: sha256 mismatch: erased the partition tables and boot code of the %s written to %s\n", mib(n), dest)
+			say(out, "image2disk: sha256 mismatch: erased the partition tables and boot code of the %s written to %s\n", mib(n), dest)
 			return fmt.Errorf("%w (%s on %s are not the image; their first and last MiB were zeroed so that they cannot boot)", err, mib(n), dest)
 		}
-		fmt.Fprintf(out, "image2disk: sha256 %x ok\n", want)
+		say(out, "image2disk: sha256 %x ok\n", want)
 	}
 	rereadPartitions(f, out)
 	return nil
@@ -255,7 +265,7 @@ func (b *resumableBody) open() error {
 		}
 	case off > 0 && resp.StatusCode == http.StatusPartialContent:
 	default:
-		resp.Body.Close()
+		_ = resp.Body.Close() // an answer we refuse: only the connection is freed
 		if off > 0 {
 			return fmt.Errorf("resume at byte %d: server answered %s (image changed or no range support)", off, resp.Status)
 		}
@@ -282,8 +292,8 @@ func (b *resumableBody) Read(p []byte) (int, error) {
 			return 0, fmt.Errorf("download broke at byte %d: %w", b.read.Load(), err)
 		}
 		b.retries--
-		fmt.Fprintf(b.out, "image2disk: download broke at byte %d (%v); resuming\n", b.read.Load(), err)
-		b.resp.Body.Close()
+		say(b.out, "image2disk: download broke at byte %d (%v); resuming\n", b.read.Load(), err)
+		_ = b.resp.Body.Close() // already broken; the resume opens a new one
 		b.resp = nil
 		select {
 		case <-b.ctx.Done():
@@ -349,6 +359,6 @@ func rereadPartitions(f *os.File, out io.Writer) {
 		return
 	}
 	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0); err != nil {
-		fmt.Fprintf(out, "re-read partition table of %s: %v (the kernel may see the new partitions only after a reboot)\n", f.Name(), err)
+		say(out, "re-read partition table of %s: %v (the kernel may see the new partitions only after a reboot)\n", f.Name(), err)
 	}
 }

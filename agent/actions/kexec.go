@@ -31,25 +31,27 @@ func (b *Builtins) KexecLoad(ctx context.Context, s Spec, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kexec: %w", err)
 	}
-	defer unmount()
+	// Mounted read-only and only read from: a failing unmount loses
+	// nothing, and the kexec'd kernel starts from a fresh mount table.
+	defer func() { _ = unmount() }()
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("kexec: %w", err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }() // read-only, see unmount
 	rel := func(p string) string { return strings.TrimPrefix(filepath.Clean("/"+p), "/") }
 	k, err := root.Open(rel(kpath))
 	if err != nil {
 		return fmt.Errorf("kexec: open kernel: %w", err)
 	}
-	defer k.Close()
+	defer func() { _ = k.Close() }() // the kernel has copied it once loaded
 	initrdFD, flags := -1, unix.KEXEC_FILE_NO_INITRAMFS
 	if ip := env(s, "INITRD_PATH", ""); ip != "" {
 		i, err := root.Open(rel(ip))
 		if err != nil {
 			return fmt.Errorf("kexec: open initrd: %w", err)
 		}
-		defer i.Close()
+		defer func() { _ = i.Close() }()
 		initrdFD, flags = int(i.Fd()), 0
 	}
 	if err := ctx.Err(); err != nil {
@@ -59,6 +61,6 @@ func (b *Builtins) KexecLoad(ctx context.Context, s Spec, out io.Writer) error {
 	if err := unix.KexecFileLoad(int(k.Fd()), initrdFD, cmdline, flags); err != nil {
 		return fmt.Errorf("kexec: load %s: %w", kpath, err)
 	}
-	fmt.Fprintf(out, "kexec: loaded %s (cmdline %q); will boot it once this action is reported\n", kpath, cmdline)
+	say(out, "kexec: loaded %s (cmdline %q); will boot it once this action is reported\n", kpath, cmdline)
 	return nil
 }

@@ -33,13 +33,15 @@ func mountTemp(dev, fstype string, flags uintptr) (dir string, unmount func() er
 				if uerr != nil {
 					uerr = fmt.Errorf("unmount %s: %w", dir, uerr)
 				} else {
-					os.Remove(dir)
+					// An empty directory under the agent's tmpfs: leaving
+					// it behind costs nothing, so the unmount decides.
+					_ = os.Remove(dir)
 				}
 				return uerr
 			}, nil
 		}
 		errs = append(errs, fmt.Errorf("as %s: %w", t, err))
 	}
-	os.Remove(dir)
+	_ = os.Remove(dir) // empty, as above; the mount error is the one to report
 	return "", nil, fmt.Errorf("mount %s: %w", dev, errors.Join(errs...))
 }

@@ -51,17 +51,22 @@ func (b *Builtins) Wipe(ctx context.Context, s Spec, out io.Writer) error {
 	return nil
 }
 
-func (b *Builtins) wipeOne(ctx context.Context, disk, mode string, out io.Writer) error {
+func (b *Builtins) wipeOne(ctx context.Context, disk, mode string, out io.Writer) (err error) {
 	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	// f was written: a failing close is reported like a failing write.
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close: %w", cerr)
+		}
+	}()
 	size, err := diskSize(f)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "wipe: %s, %s, mode %s\n", disk, mib(size), mode)
+	say(out, "wipe: %s, %s, mode %s\n", disk, mib(size), mode)
 	switch mode {
 	case "quick":
 		err = zeroQuick(ctx, f, size)
@@ -70,10 +75,10 @@ func (b *Builtins) wipeOne(ctx context.Context, disk, mode string, out io.Writer
 	case "discard":
 		r := [2]uint64{0, uint64(size)}
 		if derr := ioctlPtr(f, unix.BLKDISCARD, &r); derr != nil {
-			fmt.Fprintf(out, "wipe: %s cannot discard (%v); zeroing instead\n", disk, derr)
+			say(out, "wipe: %s cannot discard (%v); zeroing instead\n", disk, derr)
 			err = b.zeroRange(ctx, f, 0, size, out)
 		} else {
-			fmt.Fprintf(out, "wipe: %s discarded\n", disk)
+			say(out, "wipe: %s discarded\n", disk)
 			// Reads after a discard are not zero on every device: clear the
 			// signatures for certain.
 			err = zeroQuick(ctx, f, size)
@@ -86,7 +91,7 @@ func (b *Builtins) wipeOne(ctx context.Context, disk, mode string, out io.Writer
 		return fmt.Errorf("fsync: %w", err)
 	}
 	rereadPartitions(f, out)
-	fmt.Fprintf(out, "wipe: %s done\n", disk)
+	say(out, "wipe: %s done\n", disk)
 	return nil
 }
 
@@ -105,7 +110,7 @@ func (b *Builtins) zeroRange(ctx context.Context, f *os.File, off, n int64, out 
 	start := time.Now()
 	stop := progressTicker(b.progress, func() {
 		d := done.Load()
-		fmt.Fprintf(out, "wipe: zeroed %s of %s (%.1f MB/s)\n", mib(d), mib(n), float64(d)/1e6/max(time.Since(start).Seconds(), 1e-3))
+		say(out, "wipe: zeroed %s of %s (%.1f MB/s)\n", mib(d), mib(n), float64(d)/1e6/max(time.Since(start).Seconds(), 1e-3))
 	})
 	defer stop()
 	return zeroAt(ctx, f, off, n, &done)

@@ -62,7 +62,9 @@ func TestWipe(t *testing.T) {
 
 func TestWipeSmallDiskAndErrors(t *testing.T) {
 	d := filepath.Join(t.TempDir(), "small")
-	os.WriteFile(d, bytes.Repeat([]byte{1}, 1000), 0o644)
+	if err := os.WriteFile(d, bytes.Repeat([]byte{1}, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := New(Deps{}).Wipe(context.Background(), Spec{Env: map[string]string{"DEST_DISK": d}}, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +90,24 @@ func TestWipeSmallDiskAndErrors(t *testing.T) {
 	}
 }
 
+// sparseFile creates path as a sparse file of size bytes.
+func sparseFile(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestWipeZeroHonoursContext(t *testing.T) {
 	d := filepath.Join(t.TempDir(), "big")
-	f, _ := os.Create(d)
-	f.Truncate(8 << 30) // sparse
-	f.Close()
+	sparseFile(t, d, 8<<30)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -184,7 +199,9 @@ func TestWriteInto(t *testing.T) {
 	}
 	// A symlink on the target filesystem must not lead outside it.
 	outside := t.TempDir()
-	os.Symlink(outside, filepath.Join(dir, "escape"))
+	if err := os.Symlink(outside, filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
 	w2, _ := parseWriteSpec(Spec{Env: map[string]string{"DEST_PATH": "/escape/pwned", "CONTENTS": "x"}})
 	if err := w2.writeInto(dir); err == nil {
 		t.Error("write through a symlink out of the filesystem succeeded")
@@ -212,9 +229,7 @@ func TestWriteFileLoop(t *testing.T) {
 		}
 	}
 	img := filepath.Join(t.TempDir(), "fs.img")
-	f, _ := os.Create(img)
-	f.Truncate(16 << 20)
-	f.Close()
+	sparseFile(t, img, 16<<20)
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
@@ -223,7 +238,11 @@ func TestWriteFileLoop(t *testing.T) {
 		t.Skipf("losetup cannot attach a loop device here: %v %s", err, out)
 	}
 	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v %s", dev, err, out)
+		}
+	})
 
 	var log bytes.Buffer
 	err = New(Deps{}).WriteFile(context.Background(), Spec{Env: map[string]string{
@@ -237,7 +256,11 @@ func TestWriteFileLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unmount()
+	t.Cleanup(func() {
+		if err := unmount(); err != nil {
+			t.Error(err)
+		}
+	})
 	b, err := os.ReadFile(filepath.Join(dir, "etc/hostname"))
 	if err != nil || string(b) != "node-7\n" {
 		t.Fatalf("read back %q, %v", b, err)

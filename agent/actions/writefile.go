@@ -51,7 +51,7 @@ func (b *Builtins) WriteFile(ctx context.Context, s Spec, out io.Writer) error {
 	if uerr != nil {
 		return fmt.Errorf("writefile: %w", uerr)
 	}
-	fmt.Fprintf(out, "writefile: wrote %d bytes to %s on %s (mode %04o, owner %d:%d)\n", len(w.contents), w.path, dev, w.mode, w.uid, w.gid)
+	say(out, "writefile: wrote %d bytes to %s on %s (mode %04o, owner %d:%d)\n", len(w.contents), w.path, dev, w.mode, w.uid, w.gid)
 	return nil
 }
 
@@ -117,7 +117,9 @@ func (w writeSpec) writeInto(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer root.Close()
+	// Closing the Root releases a directory handle; the file written
+	// through it is closed and checked below.
+	defer func() { _ = root.Close() }()
 	parts := strings.Split(w.path, "/")
 	for i := 1; i < len(parts); i++ {
 		d := strings.Join(parts[:i], "/")
@@ -153,7 +155,7 @@ func (w writeSpec) writeInto(dir string) error {
 		err = cerr
 	}
 	if err != nil {
-		root.Remove(tmp)
+		_ = root.Remove(tmp) // best effort: err says why the write failed
 		return err
 	}
 	return root.Rename(tmp, w.path)

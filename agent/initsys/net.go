@@ -75,7 +75,7 @@ func dhcpOnce(ctx context.Context, ifname string) (*nclient4.Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DHCP client on %s: %w", ifname, err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // the lease is in hand or the error is what counts
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	lease, err := c.Request(rctx)
@@ -108,7 +108,9 @@ func configure(ifc *net.Interface, lease *nclient4.Lease) error {
 		fmt.Fprintf(&resolv, "nameserver %s\n", d)
 	}
 	if resolv.Len() > 0 {
-		os.MkdirAll("/etc", 0o755)
+		if err := os.MkdirAll("/etc", 0o755); err != nil {
+			return fmt.Errorf("make /etc: %w", err)
+		}
 		if err := os.WriteFile("/etc/resolv.conf", []byte(resolv.String()), 0o644); err != nil {
 			return fmt.Errorf("write /etc/resolv.conf: %w", err)
 		}
@@ -121,7 +123,7 @@ func setLinkUp(name string) error {
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // an ioctl socket: closing it loses nothing
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return err
@@ -176,7 +178,8 @@ func netlinkDo(typ uint16, flags uint16, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("netlink socket: %w", err)
 	}
-	defer unix.Close(fd)
+	// The request is acknowledged (or failed) before the socket closes.
+	defer func() { _ = unix.Close(fd) }()
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink bind: %w", err)
 	}

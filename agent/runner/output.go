@@ -140,7 +140,14 @@ func (l *logStreamer) loop() {
 				c, cc := context.WithTimeout(l.ctx, 5*time.Second)
 				defer cc()
 				done := make(chan struct{})
-				go func() { s.CloseAndRecv(); close(done) }()
+				go func() {
+					// The chunks are sent; the answer only says whether
+					// provisiond kept them, which nothing here can redo.
+					if _, err := s.CloseAndRecv(); err != nil {
+						l.r.log.Debug("close log stream", "err", err)
+					}
+					close(done)
+				}()
 				select {
 				case <-done:
 				case <-c.Done():

@@ -165,7 +165,11 @@ func newTestRunner(t *testing.T, addr, token string) *Runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() {
+		if err := conn.Close(); err != nil {
+			t.Errorf("close client conn: %v", err)
+		}
+	})
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return New(pb.NewAgentClient(conn), Config{
 		HardwareID: "hw-1", Actions: actions.New(actions.Deps{}).Registry(),
@@ -397,7 +401,9 @@ func TestTail(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tl := newTail(tc.max)
 			for _, w := range tc.writes {
-				fmt.Fprint(tl, w)
+				if _, err := fmt.Fprint(tl, w); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if diff := cmp.Diff(tc.want, tl.String()); diff != "" {
 				t.Error(diff)

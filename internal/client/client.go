@@ -138,13 +138,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			// may not change state again before the deadline.
 			_, err := pb.NewAdminClient(conn).ListTemplates(wctx, &pb.ListTemplatesRequest{}, grpc.WaitForReady(false))
 			if err != nil && status.Code(err) == codes.Unavailable {
-				conn.Close()
+				_ = conn.Close() // never usable; the dial error is the news
 				return nil, fmt.Errorf("connect to provisiond at %s (tls=%t): %s", addr, tc != nil, status.Convert(err).Message())
 			}
 			break // it answered (perhaps with an error of its own): reachable
 		}
 		if !conn.WaitForStateChange(wctx, s) {
-			conn.Close()
+			_ = conn.Close() // as above
 			return nil, fmt.Errorf("connect to provisiond at %s: not reachable within %s (last state %s): check the endpoint, that provisiond runs, and whether it expects TLS (tls=%t)", addr, timeout, s, tc != nil)
 		}
 	}

@@ -105,13 +105,14 @@ func (w *Writer) write(e Entry, ino, nlink uint32) error {
 			hdr[6+i*8+j] = hex[(f>>(28-4*j))&0xf]
 		}
 	}
-	w.w.Write(hdr[:])
-	w.w.WriteString(e.Name)
-	w.w.WriteByte(0)
-	w.w.Write(zeros[:pad4(headerLen+len(e.Name)+1)])
-	w.w.Write(e.Data)
-	_, err := w.w.Write(zeros[:pad4(len(e.Data))])
-	if err != nil {
+	// A bufio.Writer's error is sticky: once a write fails every later one
+	// returns the same error, so checking the last write covers them all.
+	_, _ = w.w.Write(hdr[:])
+	_, _ = w.w.WriteString(e.Name)
+	_ = w.w.WriteByte(0)
+	_, _ = w.w.Write(zeros[:pad4(headerLen+len(e.Name)+1)])
+	_, _ = w.w.Write(e.Data)
+	if _, err := w.w.Write(zeros[:pad4(len(e.Data))]); err != nil {
 		return fmt.Errorf("cpio: write %s: %w", e.Name, err)
 	}
 	return nil
@@ -160,7 +161,7 @@ func (t *Tree) add(e Entry) error {
 	if err := validName(e.Name); err != nil {
 		return err
 	}
-	if old, ok := t.entries[e.Name]; ok && !(old.Mode&TypeMask == TypeDir && e.Mode&TypeMask == TypeDir) {
+	if old, ok := t.entries[e.Name]; ok && (old.Mode&TypeMask != TypeDir || e.Mode&TypeMask != TypeDir) {
 		return fmt.Errorf("cpio: duplicate entry %s", e.Name)
 	}
 	for dir := path.Dir(e.Name); dir != "."; dir = path.Dir(dir) {

@@ -38,8 +38,10 @@ import (
 )
 
 // say prints one line to the console (stdout is /dev/console for PID 1).
+// The console is the only place this init reports to: a write that fails
+// there has nowhere else to go, so its error is dropped.
 func say(format string, args ...any) {
-	fmt.Fprintf(os.Stdout, "DEMO-OS "+format+"\n", args...)
+	_, _ = fmt.Fprintf(os.Stdout, "DEMO-OS "+format+"\n", args...)
 }
 
 func main() {
@@ -122,9 +124,13 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	say("user-data begin")
-	fmt.Fprint(os.Stdout, ud)
 	if !strings.HasSuffix(ud, "\n") {
-		fmt.Fprintln(os.Stdout)
+		ud += "\n"
+	}
+	// The user-data on the console is this OS's whole output: failing to
+	// print it fails the run.
+	if _, err := io.WriteString(os.Stdout, ud); err != nil {
+		return fmt.Errorf("print user-data: %w", err)
 	}
 	say("user-data end")
 	return nil
@@ -161,7 +167,7 @@ func loadModules(log *slog.Logger, list string) {
 		log.Info("no module list", "path", list, "err", err)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	n := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -176,7 +182,7 @@ func loadModules(log *slog.Logger, list string) {
 			continue
 		}
 		err = unix.FinitModule(int(mf.Fd()), "", 0)
-		mf.Close()
+		_ = mf.Close() // read-only; the kernel has read it on return
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			log.Warn("load module", "path", p, "err", err)
 			continue
@@ -211,7 +217,7 @@ func dhcp(ctx context.Context, iface string) (*nclient4.Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // the lease is in hand or the error is what counts
 	var lastErr error
 	for attempt := 1; attempt <= 10; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -252,7 +258,7 @@ func fetch(ctx context.Context, hc *http.Client, url string) (string, error) {
 			continue
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
+		_ = resp.Body.Close() // what was read is in b; closing only frees the connection
 		if err == nil && resp.StatusCode == http.StatusOK {
 			return string(b), nil
 		}

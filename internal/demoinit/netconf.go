@@ -19,7 +19,7 @@ func setUp(iface string) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // done with the request: nothing to lose
 	ifr, err := unix.NewIfreq(iface)
 	if err != nil {
 		return err
@@ -41,7 +41,7 @@ func configure(iface string, ip net.IP, mask net.IPMask, routers []net.IP) error
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // done with the request: nothing to lose
 	ifr, err := unix.NewIfreq(iface)
 	if err != nil {
 		return err
@@ -77,7 +77,7 @@ func addDefaultRoute(ifindex int, gw net.IP) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // done with the request: nothing to lose
 	attr := func(typ uint16, val []byte) []byte {
 		b := make([]byte, unix.SizeofRtAttr+len(val))
 		binary.NativeEndian.PutUint16(b[0:], uint16(len(b)))

@@ -221,7 +221,7 @@ func (b *BMC) Start(ctx context.Context, ns *NetNS) error {
 	b.cmd.Stdout, b.cmd.Stderr = log, log
 	b.log = log
 	if err := b.cmd.Start(); err != nil {
-		log.Close()
+		_ = log.Close() // never written: ipmi_sim did not start
 		return fmt.Errorf("start ipmi_sim for %s: %w", b.VM.Name, err)
 	}
 	// Ready when it answers a power status.
@@ -277,7 +277,9 @@ func (b *BMC) Close() error {
 		b.cmd = nil
 	}
 	if b.log != nil {
-		b.log.Close()
+		// ipmi_sim wrote through its own descriptor, so closing ours loses
+		// nothing (and Close may run twice: after a failed start too).
+		_ = b.log.Close()
 	}
 	return err
 }

@@ -45,10 +45,13 @@ func FollowConsole(ctx context.Context, path, transcript string) (*Console, erro
 	return c, nil
 }
 
+// The transcript is a copy for a person reading a failed run; the lines the
+// tests wait on are kept in memory. So a failed write or close of it is
+// dropped rather than ending the follow.
 func (c *Console) follow(ctx context.Context) {
 	defer func() {
 		if c.transcript != nil {
-			c.transcript.Close()
+			_ = c.transcript.Close()
 		}
 	}()
 	var off int64
@@ -98,7 +101,7 @@ func (c *Console) add(buf *[]byte) {
 	c.mu.Unlock()
 	if c.transcript != nil {
 		for _, l := range added {
-			fmt.Fprintf(c.transcript, "%s %s\n", l.At.Format("15:04:05.000"), l.Text)
+			_, _ = fmt.Fprintf(c.transcript, "%s %s\n", l.At.Format("15:04:05.000"), l.Text)
 		}
 	}
 }

@@ -71,9 +71,9 @@ func TestWaitForLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "serial.log")
 	go func() {
 		time.Sleep(150 * time.Millisecond)
-		f, _ := os.Create(path)
-		f.WriteString("SeaBIOS (version 1.16)\r\niPXE (http://ipxe.org) 00:03.0\r\npartial")
-		f.Close()
+		if err := os.WriteFile(path, []byte("SeaBIOS (version 1.16)\r\niPXE (http://ipxe.org) 00:03.0\r\npartial"), 0o644); err != nil {
+			t.Error(err)
+		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -54,7 +54,10 @@ wait
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			b, _ := os.ReadFile(filepath.Join(dir, "child"))
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				os.Remove(filepath.Join(dir, "child"))
+				// Removed so that the next call waits for the next child.
+				if err := os.Remove(filepath.Join(dir, "child")); err != nil {
+					t.Fatal(err)
+				}
 				return pid
 			}
 		}

@@ -220,13 +220,13 @@ func (vm VM) Start(ctx context.Context, ns *NetNS, bootOrder string) (*Process, 
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		out.Close()
+		_ = out.Close() // never written: QEMU did not start
 		return nil, fmt.Errorf("start qemu for %s: %w", vm.Name, err)
 	}
 	p := &Process{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		out.Close()
+		_ = out.Close() // QEMU wrote through its own descriptor: ours holds nothing
 		close(p.done)
 	}()
 	return p, nil

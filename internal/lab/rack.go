@@ -213,7 +213,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer log.Close()
+	// The daemon writes through its own descriptor, which outlives ours:
+	// closing this one loses nothing.
+	defer func() { _ = log.Close() }()
 	st, err := log.Stat()
 	if err != nil {
 		return err
@@ -293,7 +295,7 @@ func (n *NetNS) Dial(ctx context.Context, network, address string) (net.Conn, er
 			ch <- result{err: err}
 			return
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // a namespace handle, only read
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
 			ch <- result{err: fmt.Errorf("enter netns %s: %w", n.Name, err)}
 			return

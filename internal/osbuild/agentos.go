@@ -70,13 +70,15 @@ func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	defer os.Remove(f.Name())
+	// Once renamed there is nothing left to remove; before that a stray
+	// dot-file is harmless next to the error that is returned.
+	defer func() { _ = os.Remove(f.Name()) }()
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close() // the write failed already: that is the error to report
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	if err := f.Chmod(perm); err != nil {
-		f.Close()
+		_ = f.Close() // as above
 		return fmt.Errorf("chmod %s: %w", name, err)
 	}
 	if err := f.Close(); err != nil {

@@ -147,7 +147,9 @@ func BuildDemoImage(ctx context.Context, log *slog.Logger, cfg DemoImageConfig) 
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	// The image is written (or failed) by the time this runs; a scratch
+	// tree left in the temp dir does not change that result.
+	defer func() { _ = os.RemoveAll(tmp) }()
 	// The partition's tree is laid out under root and copied in one
 	// recursive mcopy -m, which keeps the mtimes of files and directories
 	// alike: every one is set to epoch so the image is reproducible.

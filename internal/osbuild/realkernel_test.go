@@ -54,8 +54,10 @@ func serveMetadataConn(in io.Reader, out io.Writer) {
 		case "/2009-04-04/user-data":
 			body, status = testUserData, http.StatusOK
 		}
-		fmt.Fprintf(out, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
-			status, http.StatusText(status), len(body), body)
+		if _, err := fmt.Fprintf(out, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
+			status, http.StatusText(status), len(body), body); err != nil {
+			return // the peer is gone
+		}
 	}
 }
 

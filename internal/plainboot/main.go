@@ -135,7 +135,7 @@ func fetch(ctx context.Context, url, src string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("fetch iPXE script: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read-only; ReadAll's error is the one that counts
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return "", fmt.Errorf("read iPXE script from %s: %w", url, err)

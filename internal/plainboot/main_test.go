@@ -101,7 +101,9 @@ func TestRunBootsTheAgent(t *testing.T) {
 	var asked string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		asked = r.URL.Path + " from " + strings.Split(r.RemoteAddr, ":")[0]
-		w.Write(golden)
+		if _, err := w.Write(golden); err != nil {
+			t.Errorf("serve script: %v", err)
+		}
 	}))
 	defer srv.Close()
 	agent := filepath.Join(dir, "agent")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	texttemplate "text/template"
 )
@@ -174,8 +175,7 @@ func RenderText(content string, data Data) (string, *Template, error) {
 func execError(err error) error {
 	msg := err.Error()
 	if m := templateLineRE.FindStringSubmatch(msg); m != nil {
-		var line int
-		fmt.Sscan(m[1], &line)
+		line, _ := strconv.Atoi(m[1]) // digits, by templateLineRE
 		return &Error{Line: line, Field: "template", Msg: m[2]}
 	}
 	return &Error{Field: "template", Msg: strings.TrimPrefix(msg, "template: ")}

@@ -293,7 +293,7 @@ func checkTree(tt *texttemplate.Template, content string) error {
 	}
 	for _, t := range tt.Templates() {
 		if t.Tree != nil {
-			if err := walk(t.Tree.Root); err != nil {
+			if err := walk(t.Root); err != nil {
 				return err
 			}
 		}
@@ -765,7 +765,7 @@ func (v *validator) builtinEnv(n *yaml.Node, field string, a Action, env map[str
 		check("GID", num, "a number")
 	case ImageExec:
 		if len(a.Command) == 0 {
-			if cn, ok := findKey(n, "command"); !ok || !(cn.Kind == yaml.ScalarNode && deferred(cn.Value)) {
+			if cn, ok := findKey(n, "command"); !ok || cn.Kind != yaml.ScalarNode || !deferred(cn.Value) {
 				v.fail(n, field+".command", "is required by the exec action")
 			}
 		}

@@ -57,13 +57,22 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	}()
 	eng := workflow.New(st, log, prometheus.NewRegistry(), wfNoPower{}, workflow.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- eng.Serve(ctx) }()
-	defer func() { cancel(); <-served }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("engine: %v", err)
+		}
+	}()
 
 	auth := NewAuth("admin-secret", false, log)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.Unary), grpc.ChainStreamInterceptor(auth.Stream))
@@ -79,7 +88,11 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() {
+		if err := conn.Close(); err != nil {
+			t.Errorf("close client conn: %v", err)
+		}
+	}()
 	admin, agentc := pb.NewAdminClient(conn), pb.NewAgentClient(conn)
 	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer admin-secret")
 

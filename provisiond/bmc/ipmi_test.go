@@ -206,7 +206,11 @@ func TestIPMINoAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close the dead BMC's socket: %v", err)
+		}
+	}()
 	port := c.LocalAddr().(*net.UDPAddr).Port
 	e := newEnv(t, Options{Timeout: time.Second, Retries: -1})
 	hw := store.Hardware{ID: "ipmi-dead", BMC: store.BMC{Driver: DriverIPMI, Address: "127.0.0.1", Port: port, Username: "admin", Password: "pw-dead-bmc"}}

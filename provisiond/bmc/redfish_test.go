@@ -169,10 +169,14 @@ func silentListener(t *testing.T) (string, int) {
 		}
 	}()
 	t.Cleanup(func() {
-		l.Close()
+		if err := l.Close(); err != nil {
+			t.Errorf("close the hung BMC's listener: %v", err)
+		}
 		mu.Lock()
 		for _, c := range conns {
-			c.Close()
+			if err := c.Close(); err != nil {
+				t.Errorf("close a hung BMC connection: %v", err)
+			}
 		}
 		mu.Unlock()
 	})

@@ -37,7 +37,7 @@ func (h *Handler) files(kind string, dir func() string) http.Handler {
 			http.Error(w, "directory unavailable", http.StatusInternalServerError)
 			return
 		}
-		defer root.Close()
+		defer func() { _ = root.Close() }() // read-only, like f
 		f, err := root.Open(name)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
@@ -46,7 +46,7 @@ func (h *Handler) files(kind string, dir func() string) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only: nothing to lose on close
 		st, err := f.Stat()
 		if err != nil || !st.Mode().IsRegular() {
 			http.NotFound(w, r)

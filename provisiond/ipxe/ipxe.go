@@ -219,7 +219,10 @@ func (h *Handler) script(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.scripts.WithLabelValues(kind).Inc()
-	w.Write(body)
+	if _, err := w.Write(body); err != nil {
+		// The client hung up: there is no one left to answer.
+		log.Debug("send iPXE script", "err", err)
+	}
 }
 
 // render returns the script for mac and its kind ("agent" or "local_disk").

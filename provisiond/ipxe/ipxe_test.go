@@ -45,7 +45,11 @@ func testStore(t testing.TB) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
 	err = st.Update(context.Background(), func(tx *store.Tx) error {
 		for _, h := range []store.Hardware{
 			{ID: "hw-1", Hostname: "node1", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:01", IP: "192.0.2.10/24"}}, Netboot: store.Netboot{AllowPXE: true}},
@@ -167,11 +171,17 @@ func TestFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	kernel := bytes.Repeat([]byte("0123456789"), 1000)
-	os.WriteFile(filepath.Join(boot, "vmlinuz"), kernel, 0o644)
-	os.WriteFile(filepath.Join(dir, "secret"), []byte("outside"), 0o644)
-	os.Symlink("../secret", filepath.Join(boot, "escape"))
 	mtime := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	os.Chtimes(filepath.Join(boot, "vmlinuz"), mtime, mtime)
+	for _, err := range []error{
+		os.WriteFile(filepath.Join(boot, "vmlinuz"), kernel, 0o644),
+		os.WriteFile(filepath.Join(dir, "secret"), []byte("outside"), 0o644),
+		os.Symlink("../secret", filepath.Join(boot, "escape")),
+		os.Chtimes(filepath.Join(boot, "vmlinuz"), mtime, mtime),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	h := New(testStore(t), &fakeTokens{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
 		Options{AgentOSDir: boot, ImagesDir: boot, IPXEDir: "/usr/lib/ipxe"})
@@ -216,7 +226,7 @@ func TestFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }() // read-only
 			body, _ := io.ReadAll(resp.Body)
 			got := result{Status: resp.StatusCode, Body: string(body), Length: resp.Header.Get("Content-Length"), ETag: resp.Header.Get("ETag"),
 				Range: resp.Header.Get("Content-Range"), Listing: strings.Contains(string(body), "<a href")}
@@ -232,7 +242,7 @@ func TestFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close() // read; got is checked below
 		if !bytes.Equal(got, want) || resp.Header.Get("Content-Type") != "application/efi" {
 			t.Errorf("snponly.efi: %d bytes (want %d), Content-Type %q", len(got), len(want), resp.Header.Get("Content-Type"))
 		}

@@ -45,7 +45,7 @@ func call(t testing.TB, c *http.Client, method, u string, h map[string]string) (
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read-only; ReadAll's error is checked
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, u, err)

@@ -43,7 +43,11 @@ func loadServer(tb testing.TB) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { st.Close() })
+	tb.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			tb.Errorf("close store: %v", err)
+		}
+	})
 	err = st.Update(context.Background(), func(tx *store.Tx) error {
 		if err := tx.CreateTemplate(store.Template{ID: "tpl", Name: "t", Content: "version: \"0.1\"\n"}); err != nil {
 			return err
@@ -135,7 +139,7 @@ func BenchmarkLoad(b *testing.B) {
 				var body []byte
 				if err == nil {
 					body, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
+					_ = resp.Body.Close() // read-only; ReadAll's error is checked
 					if err == nil && resp.StatusCode != 200 {
 						err = fmt.Errorf("%s from %s: status %d", p, loadAddr(m), resp.StatusCode)
 					}

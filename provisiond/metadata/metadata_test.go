@@ -45,7 +45,11 @@ func newFixture(t testing.TB, opts Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
 	ctx := context.Background()
 	err = st.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateTemplate(store.Template{ID: "tpl", Name: "ubuntu", Content: "version: \"0.1\"\n"}); err != nil {

@@ -174,5 +174,10 @@ func serveDHCP(t *testing.T, ns *lab.NetNS, dev string, server, client net.IP) f
 	}
 	done := make(chan struct{})
 	go func() { _ = s.Serve(); close(done) }()
-	return func() { s.Close(); <-done }
+	return func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("stop DHCP server: %v", err)
+		}
+		<-done
+	}
 }

@@ -133,7 +133,7 @@ func setns(ns *lab.NetNS) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // a namespace handle, only read
 	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 }
 
@@ -147,7 +147,7 @@ func in(t testing.TB, ns *lab.NetNS, fn func()) {
 		runtime.UnlockOSThread()
 		t.Fatalf("open own netns: %v", err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }() // a namespace handle, only read
 	if err := setns(ns); err != nil {
 		runtime.UnlockOSThread()
 		t.Fatalf("enter netns %s: %v", ns.Name, err)
@@ -245,7 +245,11 @@ func newPeer(t *testing.T, l link) *peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close NDP conn: %v", err)
+		}
+	})
 	p.pc = c.IPv6PacketConn()
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
@@ -376,7 +380,11 @@ func TestAnswersSolicitation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close NDP conn: %v", err)
+		}
+	}()
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
 	f.Accept(ipv6.ICMPTypeRouterAdvertisement)
@@ -605,7 +613,11 @@ func TestUnspecifiedSourceMulticastRateLimited(t *testing.T) {
 	if err != nil {
 		t.Fatalf("packet socket: %v", err)
 	}
-	defer unix.Close(fd)
+	defer func() {
+		if err := unix.Close(fd); err != nil {
+			t.Errorf("close packet socket: %v", err)
+		}
+	}()
 
 	for range 3 {
 		sendUnspecified(t, fd, p.index)
@@ -669,11 +681,19 @@ func TestServeWaitsForLinkLocal(t *testing.T) {
 	if l.srv, err = lab.NewNetNS(ctx, "bmra-s"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.srv.Close() })
+	t.Cleanup(func() {
+		if err := l.srv.Close(); err != nil {
+			t.Errorf("remove netns: %v", err)
+		}
+	})
 	if l.cli, err = lab.NewNetNS(ctx, "bmra-c"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.cli.Close() })
+	t.Cleanup(func() {
+		if err := l.cli.Close(); err != nil {
+			t.Errorf("remove netns: %v", err)
+		}
+	})
 	for _, s := range []struct {
 		ns   *lab.NetNS
 		args []string

@@ -136,7 +136,7 @@ func (r *Responder) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-done:
 		}
-		conn.Close()
+		_ = conn.Close() // only to end serve's read; it reports its own errors
 	}()
 	r.log.Info("answering IPv6 router solicitations with zero-lifetime advertisements", "index", ifi.Index)
 	return r.serve(ctx, conn, ifi.Index)
@@ -176,7 +176,7 @@ func listen(ifi *net.Interface) (*ndp.Conn, error) {
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
-			conn.Close()
+			_ = conn.Close() // never served: the setup error is the news
 			return nil, fmt.Errorf("ra: %s on %s: %w", s.what, ifi.Name, err)
 		}
 	}

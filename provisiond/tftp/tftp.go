@@ -99,10 +99,10 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	root, err := os.OpenRoot(s.opts.Root)
 	if err != nil {
-		conn.Close()
+		_ = conn.Close() // never served: the open error is the news
 		return fmt.Errorf("tftp: open root %s: %w", s.opts.Root, err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }() // a directory handle, only read through
 	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error { return s.read(root, name, rf) }, s.write)
 	srv.SetHook(hook{s})
 	if s.opts.MaxBlockSize > 0 {
@@ -114,7 +114,11 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	select {
 	case <-ctx.Done():
 		srv.Shutdown() // waits for transfers in flight, bounded by their timeouts
-		<-errc
+		// Whatever Serve says once shut down is about the closing, not a
+		// failure to serve.
+		if err := <-errc; err != nil {
+			s.log.Debug("TFTP serve ended", "err", err)
+		}
 		return nil
 	case err := <-errc:
 		if ctx.Err() != nil {
@@ -157,7 +161,7 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 		log.Warn("TFTP read refused", "err", err)
 		return fmt.Errorf("%s: %w", rel, ErrRefused)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
 		s.transfers.WithLabelValues("refused").Inc()

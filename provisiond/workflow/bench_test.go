@@ -116,8 +116,12 @@ func BenchmarkWorkflows(b *testing.B) {
 		b.Logf("%d concurrent workflows on bbolt with fsync: total %s, per workflow mean %s, p95 %s, max %s",
 			n, total.Round(time.Millisecond), (sum / time.Duration(n)).Round(time.Millisecond), durations[n*95/100].Round(time.Millisecond), durations[n-1].Round(time.Millisecond))
 		cancel()
-		<-done
-		st.Close()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -131,7 +131,9 @@ func newHarness(t *testing.T, opts Options) *harness {
 	h.serve(opts)
 	t.Cleanup(func() {
 		h.stop()
-		h.st.Close()
+		if err := h.st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
 	})
 	return h
 }
@@ -707,7 +709,9 @@ func TestRestartMidWorkflow(t *testing.T) {
 	if err := h.st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	<-h.done
+	if err := <-h.done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
 	h.cancel = nil
 
 	st, err := store.Open(h.path, store.Options{NoSync: true})

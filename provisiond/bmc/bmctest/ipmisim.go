@@ -118,11 +118,12 @@ set_working_mc 0x20
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
-			log.Close()
+			_ = log.Close() // never written: ipmi_sim did not start
 			return nil, fmt.Errorf("start ipmi_sim: %w", err)
 		}
 		s := &IPMISim{Host: "127.0.0.1", Port: port, User: user, Password: password, Dir: dir, cmd: cmd, done: make(chan struct{})}
-		go func() { _ = cmd.Wait(); log.Close(); close(s.done) }()
+		// ipmi_sim wrote through its own descriptor: closing ours loses nothing.
+		go func() { _ = cmd.Wait(); _ = log.Close(); close(s.done) }()
 		if err := s.waitReady(ctx); err != nil {
 			s.Close()
 			lastErr = err
@@ -205,6 +206,10 @@ func freeUDPPort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	// The port is only free for the caller once this socket is closed.
+	if err := c.Close(); err != nil {
+		return 0, err
+	}
+	return port, nil
 }

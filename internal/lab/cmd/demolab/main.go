@@ -109,7 +109,9 @@ func upOrServe(cmd string, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
+	// The lab writes through its own descriptor and outlives this process:
+	// closing ours loses nothing.
+	defer func() { _ = logf.Close() }()
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -156,10 +158,13 @@ func serve(o options) error {
 		if err := rack.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "demolab: teardown:", err)
 		}
-		os.Remove(filepath.Join(o.dir, "pid"))
-		os.Remove(filepath.Join(o.dir, "ready"))
-		os.Remove(filepath.Join(o.dir, "netns"))
-		os.Remove(o.tfvars)
+		// Some were never written if the lab failed half way; any other
+		// failure leaves a stale file that a person should hear about.
+		for _, p := range []string{filepath.Join(o.dir, "pid"), filepath.Join(o.dir, "ready"), filepath.Join(o.dir, "netns"), o.tfvars} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintln(os.Stderr, "demolab: teardown:", err)
+			}
+		}
 		fmt.Println("lab down")
 	}()
 	rc, err := lab.InstallProvider(o.provider, o.dir, "0.0.1")
@@ -276,7 +281,7 @@ func status(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // the listing is printed or failed by then
 	return printMachines(ctx, c, os.Stdout)
 }
 
@@ -288,7 +293,9 @@ func printMachines(ctx context.Context, c *client.Client, out io.Writer) error {
 	list := hw.GetHardware()
 	sort.Slice(list, func(i, j int) bool { return list[i].GetHostname() < list[j].GetHostname() })
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tADDRESS\tFIRMWARE\tINSTALL TIME\tWORKFLOW")
+	if _, err := fmt.Fprintln(tw, "HOST\tSTATE\tADDRESS\tFIRMWARE\tINSTALL TIME\tWORKFLOW"); err != nil {
+		return err
+	}
 	for _, h := range list {
 		addr := ""
 		if ifs := h.GetInterfaces(); len(ifs) > 0 {
@@ -308,7 +315,9 @@ func printMachines(ctx context.Context, c *client.Client, out io.Writer) error {
 				took = w.GetFinishedAt().AsTime().Sub(w.GetCreatedAt().AsTime()).Round(100 * time.Millisecond).String()
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.GetHostname(), state, addr, fw, took, wf)
+		if _, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.GetHostname(), state, addr, fw, took, wf); err != nil {
+			return err
+		}
 	}
 	return tw.Flush()
 }

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 // FuzzHandle feeds raw bytes through the same path as the socket: parse,
 // then Handle. No input may panic; garbage gets no reply; a reply goes
 // only to a registered MAC, is a BOOTREPLY of the same transaction and
-// encodes again.
+// encodes again, and appendPacket encodes every packet as ToBytes does.
 func FuzzHandle(f *testing.F) {
 	seeds := []*dhcpv4.DHCPv4{
 		discover(f, macPXE),
@@ -35,6 +36,10 @@ func FuzzHandle(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// The server's encoder writes what dhcpv4's does, for any packet.
+		if got, want := appendPacket(nil, req), req.ToBytes(); !bytes.Equal(got, want) {
+			t.Fatalf("appendPacket differs from ToBytes:\n got %x\nwant %x", got, want)
+		}
 		for _, s := range servers {
 			reply, dst := s.Handle(ctx, req)
 			if reply == nil {
@@ -48,6 +53,9 @@ func FuzzHandle(f *testing.F) {
 			}
 			if reply.OpCode != dhcpv4.OpcodeBootReply || reply.TransactionID != req.TransactionID {
 				t.Fatalf("%s: bad reply %s", s.opts.Mode, reply.Summary())
+			}
+			if !bytes.Equal(appendPacket(nil, reply), reply.ToBytes()) {
+				t.Fatalf("%s: appendPacket differs from ToBytes for the reply", s.opts.Mode)
 			}
 			if _, err := dhcpv4.FromBytes(reply.ToBytes()); err != nil {
 				t.Fatalf("%s: reply does not parse back: %v", s.opts.Mode, err)

@@ -59,8 +59,9 @@ func keaConfig(dir, iface string, hosts []benchHost, threads int) ([]byte, error
 
 // startKea runs kea-dhcp4 in namespace ns on vsrv with the hosts reserved
 // and threads packet-processing threads (1: multi-threading off), waits
-// until it listens on port 67, and returns a function that stops it.
-func startKea(t testing.TB, kea, ns, dir string, hosts []benchHost, threads int) (stop func()) {
+// until it listens on port 67, and returns its process id and a function
+// that stops it.
+func startKea(t testing.TB, kea, ns, dir string, hosts []benchHost, threads int) (pid int, stop func()) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -115,7 +116,8 @@ func startKea(t testing.TB, kea, ns, dir string, hosts []benchHost, threads int)
 		out, _ := os.ReadFile(logPath)
 		t.Fatalf("kea-dhcp4 (%d threads) did not come up: %v\n%s", threads, err, out)
 	}
-	return stop
+	// ip netns exec execs kea-dhcp4 in its own process.
+	return cmd.Process.Pid, stop
 }
 
 var errExited = errors.New("server exited")

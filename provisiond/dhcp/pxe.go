@@ -51,20 +51,16 @@ var (
 	ipxeNoProxyDHCP = []byte{176, 1, 1}
 )
 
-func (b bootInfo) modifiers(server netip.Addr) []dhcpv4.Modifier {
-	mods := []dhcpv4.Modifier{
-		func(d *dhcpv4.DHCPv4) { d.BootFileName = b.file },
-		dhcpv4.WithOption(dhcpv4.OptBootFileName(b.file)),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(b.vendorClass)),
-		dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), ipxeNoProxyDHCP),
-	}
+// apply puts the boot information into reply r.
+func (b bootInfo) apply(r *dhcpv4.DHCPv4, server netip.Addr) {
+	r.BootFileName = b.file
+	r.UpdateOption(dhcpv4.OptBootFileName(b.file))
+	r.UpdateOption(dhcpv4.OptClassIdentifier(b.vendorClass))
+	r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(175), ipxeNoProxyDHCP))
 	if b.vendorClass == "PXEClient" && !b.ipxe {
-		mods = append(mods,
-			dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions),
-			dhcpv4.WithOption(dhcpv4.OptTFTPServerName(server.String())),
-		)
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions))
+		r.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
 	}
-	return mods
 }
 
 // isNetbootClient reports whether req comes from PXE or UEFI HTTP boot

@@ -53,6 +53,62 @@ func (t *Tx) HardwareByMAC(mac string) (Hardware, error) {
 	return t.Hardware(id)
 }
 
+// HardwareByMACRaw is HardwareByMAC without the decoding: it returns the
+// stored encoding of the record, valid only until the transaction ends
+// (copy it to keep it). DecodeHardware decodes it. It is for the DHCP
+// server's per-packet path: the server keeps what it derived from a record
+// and compares the raw bytes to tell whether the record changed, so a
+// packet costs a lookup and a compare rather than a JSON decode.
+func (t *Tx) HardwareByMACRaw(mac string) ([]byte, error) {
+	m := mac
+	if !isNormalMAC(mac) {
+		var err error
+		if m, err = NormalizeMAC(mac); err != nil {
+			return nil, fmt.Errorf("hardware with MAC %q: %w", mac, ErrNotFound)
+		}
+	}
+	id := t.tx.Bucket(bHWByMAC).Get([]byte(m))
+	if id == nil {
+		return nil, fmt.Errorf("hardware with MAC %s: %w", m, ErrNotFound)
+	}
+	raw := t.tx.Bucket(bHardware).Get(id)
+	if raw == nil {
+		return nil, fmt.Errorf("hardware %q: %w", id, ErrNotFound)
+	}
+	return raw, nil
+}
+
+// DecodeHardware decodes a record HardwareByMACRaw returned.
+func DecodeHardware(raw []byte) (Hardware, error) {
+	var h Hardware
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return Hardware{}, fmt.Errorf("decode hardware: %w", err)
+	}
+	return h, nil
+}
+
+// isNormalMAC reports whether mac is already in NormalizeMAC's form
+// (six lower-case hex pairs joined by colons), which net.HardwareAddr's
+// String gives; it spares the DHCP path a parse and an allocation.
+func isNormalMAC(mac string) bool {
+	if len(mac) != 17 {
+		return false
+	}
+	for i := 0; i < 17; i++ {
+		c := mac[i]
+		if i%3 == 2 {
+			if c != ':' {
+				return false
+			}
+			continue
+		}
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // HardwareByIP returns the hardware with an interface of that address.
 func (t *Tx) HardwareByIP(ip string) (Hardware, error) {
 	a, _ := addrOf(ip)
@@ -299,11 +355,42 @@ func (t *Tx) DeleteWorkflow(id string) error {
 
 // Lease returns the lease of a MAC.
 func (t *Tx) Lease(mac string) (Lease, error) {
-	m, err := NormalizeMAC(mac)
-	if err != nil {
-		return Lease{}, fmt.Errorf("lease of %q: %w", mac, ErrNotFound)
+	m := mac
+	if !isNormalMAC(mac) {
+		var err error
+		if m, err = NormalizeMAC(mac); err != nil {
+			return Lease{}, fmt.Errorf("lease of %q: %w", mac, ErrNotFound)
+		}
 	}
 	return get[Lease](t.tx, bLeases, m, "lease")
+}
+
+// LeaseRaw is Lease without the decoding: it returns the stored encoding
+// of the lease of mac, valid only until the transaction ends; DecodeLease
+// decodes it. It serves the DHCP server's per-packet path, as
+// HardwareByMACRaw does.
+func (t *Tx) LeaseRaw(mac string) ([]byte, error) {
+	m := mac
+	if !isNormalMAC(mac) {
+		var err error
+		if m, err = NormalizeMAC(mac); err != nil {
+			return nil, fmt.Errorf("lease of %q: %w", mac, ErrNotFound)
+		}
+	}
+	raw := t.tx.Bucket(bLeases).Get([]byte(m))
+	if raw == nil {
+		return nil, fmt.Errorf("lease %q: %w", m, ErrNotFound)
+	}
+	return raw, nil
+}
+
+// DecodeLease decodes a lease LeaseRaw returned.
+func DecodeLease(raw []byte) (Lease, error) {
+	var l Lease
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return Lease{}, fmt.Errorf("decode lease: %w", err)
+	}
+	return l, nil
 }
 
 // LeaseByIP returns the lease of an address.

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -74,6 +75,14 @@ type Store struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever events are appended
+
+	// durable is the id of the newest write transaction known to be on
+	// disk: its Update or Batch returned nil, so its fsync is done. bbolt
+	// makes a commit visible to readers when it writes the meta page, a
+	// moment before the fsync of that page ends; Tx.Durable tells readers
+	// that act on what they saw (the DHCP server reusing a stored lease for
+	// an ACK) whether it can still be lost.
+	durable atomic.Uint64
 }
 
 // Open opens or creates the database at path.
@@ -110,7 +119,10 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, changed: make(chan struct{})}, nil
+	s := &Store{db: db, changed: make(chan struct{})}
+	// Everything committed so far is on disk: the Update above returned.
+	_ = db.View(func(tx *bolt.Tx) error { s.durable.Store(uint64(tx.ID())); return nil })
+	return s, nil
 }
 
 // Close closes the database.
@@ -151,7 +163,7 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, s: s}) })
 }
 
 // Update runs fn in a read-write transaction; it commits if fn returns nil.
@@ -159,13 +171,19 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var t *Tx
+	var (
+		t  *Tx
+		id uint64 // read inside: a closed bolt.Tx has no ID
+	)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		t = &Tx{tx: tx}
+		t, id = &Tx{tx: tx, s: s}, uint64(tx.ID())
 		return fn(t)
 	})
-	if err == nil && t.appended {
-		s.notify()
+	if err == nil {
+		s.markDurable(id)
+		if t.appended {
+			s.notify()
+		}
 	}
 	return err
 }
@@ -178,22 +196,47 @@ func (s *Store) Batch(ctx context.Context, fn func(*Tx) error) error {
 		return err
 	}
 	appended := false
+	var id uint64
 	err := s.db.Batch(func(tx *bolt.Tx) error {
-		t := &Tx{tx: tx}
+		t := &Tx{tx: tx, s: s}
 		err := fn(t)
 		appended = appended || t.appended
+		id = uint64(tx.ID())
 		return err
 	})
-	if err == nil && appended {
-		s.notify()
+	if err == nil {
+		s.markDurable(id)
+		if appended {
+			s.notify()
+		}
 	}
 	return err
+}
+
+// markDurable raises the durable watermark to id.
+func (s *Store) markDurable(id uint64) {
+	for {
+		cur := s.durable.Load()
+		if id <= cur || s.durable.CompareAndSwap(cur, id) {
+			return
+		}
+	}
 }
 
 // Tx is a transaction. Its methods must not be used after fn returns.
 type Tx struct {
 	tx       *bolt.Tx
+	s        *Store
 	appended bool
+}
+
+// Durable reports whether all that this read-only transaction sees is on
+// disk (with Options.NoSync: committed). It is false for a moment after a
+// commit becomes visible, until its Update or Batch returns; callers that
+// promise something to the outside on the strength of a read must then
+// take the write path instead. Always false in a write transaction.
+func (t *Tx) Durable() bool {
+	return !t.tx.Writable() && uint64(t.tx.ID()) <= t.s.durable.Load()
 }
 
 // NewID returns a random 128-bit id in hex.

@@ -134,8 +134,11 @@ type agentTokens struct{ eng *workflow.Engine }
 
 func (a agentTokens) MintAgentToken(ctx context.Context, hardwareID string) (string, string, error) {
 	id, tok, err := a.eng.MintAgentToken(ctx, hardwareID)
-	if errors.Is(err, workflow.ErrNotReady) {
+	switch {
+	case errors.Is(err, workflow.ErrNotReady):
 		return "", "", fmt.Errorf("%w: %v", ipxe.ErrNoWorkflow, err)
+	case errors.Is(err, workflow.ErrAgentLive):
+		return "", "", fmt.Errorf("%w: %v", ipxe.ErrAgentLive, err)
 	}
 	return id, tok, err
 }
@@ -194,7 +197,7 @@ func startRealLabWith(t *testing.T, tune func(*workflow.Options)) *realLab {
 	mux := http.NewServeMux()
 	ipxe.New(d.Store, agentTokens{eng}, d.log, reg, ipxe.Options{
 		GRPCAddr: d.Endpoint, HTTPBase: l.HTTP, TLS: true, CABundle: []byte(d.PKI.CACert),
-		ImagesDir: images, SourceCheck: true,
+		ImagesDir: images,
 	}).Register(mux)
 	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

@@ -94,7 +94,7 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.ShutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.DHCPLeaseTime, "dhcp-lease-time", time.Hour, "DHCP lease time")
 	fs.StringVar(&c.DHCPDomain, "dhcp-domain", "", "domain name (option 15) for host names that are not FQDNs")
-	fs.BoolVar(&c.IPXESourceCheck, "ipxe-source-check", true, "mint agent tokens only for requests from the MAC's reserved address")
+	fs.BoolVar(&c.IPXESourceCheck, "ipxe-source-check", true, "mint agent tokens only for requests from the MAC's DHCP lease or configured address (false: any caller; labs only)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For the metadata service believes")
 	fs.BoolVar(&c.MetadataRequireToken, "metadata-require-token", false, "user-data and /metadata need an IMDSv2-style session token")
 	fs.DurationVar(&c.BMCTimeout, "bmc-timeout", 30*time.Second, "timeout of one BMC operation attempt")

@@ -48,8 +48,11 @@ type tokens struct{ eng *workflow.Engine }
 
 func (t tokens) MintAgentToken(ctx context.Context, hardwareID string) (string, string, error) {
 	id, tok, err := t.eng.MintAgentToken(ctx, hardwareID)
-	if errors.Is(err, workflow.ErrNotReady) {
+	switch {
+	case errors.Is(err, workflow.ErrNotReady):
 		return "", "", fmt.Errorf("%w: %v", ipxe.ErrNoWorkflow, err)
+	case errors.Is(err, workflow.ErrAgentLive):
+		return "", "", fmt.Errorf("%w: %v", ipxe.ErrAgentLive, err)
 	}
 	return id, tok, err
 }
@@ -219,6 +222,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("parse --trusted-proxies: %w", err)
 	}
 	metadata.New(st, log, reg, metadata.Options{TrustedProxies: trusted, RequireToken: c.MetadataRequireToken}).Register(mux)
+	if !c.IPXESourceCheck {
+		log.Warn("--ipxe-source-check=false: agent tokens are minted for any caller of /ipxe/{mac}; anyone who can reach provisiond's HTTP port and guess a MAC can take a workflow's token, read its environment and report it done. Use it only in a lab")
+	}
 	agentCA, err := loadAgentCA(c, log)
 	if err != nil {
 		return err
@@ -226,7 +232,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	ipxe.New(st, tokens{eng}, log, reg, ipxe.Options{
 		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: tlsConf != nil, CABundle: agentCA,
 		AgentOSDir: c.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",
-		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, SourceCheck: c.IPXESourceCheck,
+		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, AnySource: !c.IPXESourceCheck,
 	}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := st.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {

@@ -44,11 +44,8 @@ func TestParseScript(t *testing.T) {
 			want: "grpc=10.99.0.1:9090 http=http://10.99.0.1:8080 hw=hw-1 workflow=wf-1 tls=false ca=false mac= token=true"},
 		"agent-tls.ipxe": {agentOS: true, token: "tok_0123456789abcdef", ca: true,
 			want: "grpc=10.99.0.1:9090 http=http://10.99.0.1:8080 hw=hw-1 workflow=wf-1 tls=true ca=true mac= token=true"},
-		"local-unknown.ipxe":     {},
-		"local-no-workflow.ipxe": {},
-		"local-netboot-off.ipxe": {},
-		"local-source.ipxe":      {},
-		"agent-hw2.ipxe (hw-2)":  {agentOS: true},
+		"local.ipxe":            {},
+		"agent-hw2.ipxe (hw-2)": {agentOS: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -126,7 +126,7 @@ func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4) answer {
 	case ModeReservation:
 		a, err = s.reservation(ctx, &log, req, mt)
 	case ModeProxy:
-		a.reply, err = s.proxy(ctx, &log, req, mt)
+		a, err = s.proxy(ctx, &log, req, mt)
 	default:
 		return answer{}
 	}
@@ -497,42 +497,77 @@ func (s *Server) leaseOpt(lt time.Duration) []byte {
 // proxy implements ModeProxy: PXE boot information only (PXE specification
 // 2.1, "ProxyDHCP"), never an address, and only to netboot clients of
 // registered hardware whose netboot is allowed.
-func (s *Server) proxy(ctx context.Context, log *pktLog, req *dhcpv4.DHCPv4, reqType dhcpv4.MessageType) (*dhcpv4.DHCPv4, error) {
+//
+// It also records the address another DHCP server gave a known machine, as
+// the machine's REQUEST shows it (option 50 while selecting, ciaddr when
+// renewing or asking on port 4011): the iPXE handler mints a machine's
+// agent token only for a request from that address.
+func (s *Server) proxy(ctx context.Context, log *pktLog, req *dhcpv4.DHCPv4, reqType dhcpv4.MessageType) (answer, error) {
 	var mt dhcpv4.MessageType
 	switch reqType {
 	case dhcpv4.MessageTypeDiscover:
 		mt = dhcpv4.MessageTypeOffer
 	case dhcpv4.MessageTypeRequest:
-		// Only a REQUEST naming us (or none, e.g. to port 4011) gets an ACK.
-		if id := optIP(req, dhcpv4.OptionServerIdentifier); id != nil && !id.Equal(s.serverIP) {
-			return nil, errNoReply
-		}
 		mt = dhcpv4.MessageTypeAck
 	default:
-		return nil, errNoReply
+		return answer{}, errNoReply
 	}
 	boot, ok := s.bootFor(req)
 	if !ok {
 		s.m.droppedOf(dropNotNetboot).Inc()
-		return nil, errNoReply
+		return answer{}, errNoReply
 	}
-	b, _, err := s.view(ctx, req.ClientHWAddr.String(), false)
+	b, stored, err := s.view(ctx, req.ClientHWAddr.String(), reqType == dhcpv4.MessageTypeRequest)
 	if errors.Is(err, store.ErrNotFound) {
 		s.logUnknown(req)
-		return nil, errNoReply
+		return answer{}, errNoReply
 	}
 	if err != nil {
-		return nil, err
+		return answer{}, err
 	}
 	log.setHardware(b.hwID)
 	if !b.allowPXE {
 		log.log(slog.LevelDebug, "netboot not allowed; ProxyDHCP stays silent")
-		return nil, errNoReply
+		return answer{}, errNoReply
+	}
+	var a answer
+	if reqType == dhcpv4.MessageTypeRequest {
+		a.write = s.observe(log, req, b, stored)
+		// Only a REQUEST naming us (or none, e.g. to port 4011) gets an ACK.
+		if id := optIP(req, dhcpv4.OptionServerIdentifier); id != nil && !id.Equal(s.serverIP) {
+			return a, nil
+		}
 	}
 	r := s.newReply(req, mt)
 	r.ServerIPAddr = s.serverIP
 	boot.apply(r, s.opts.ServerIP)
 	// A ProxyDHCP reply carries no address: yiaddr stays 0.0.0.0.
 	log.log(slog.LevelDebug, "ProxyDHCP reply", "boot_file", boot.file)
-	return r, nil
+	a.reply = r
+	return a, nil
+}
+
+// observe returns the lease record of the address a proxy-mode REQUEST
+// shows the client taking from another server, or nil when there is none
+// or the stored record is the same and fresh (no write per packet).
+func (s *Server) observe(log *pktLog, req *dhcpv4.DHCPv4, b *binding, stored storedLease) *leaseWrite {
+	addr := req.ClientIPAddr.To4()
+	if addr == nil || addr.IsUnspecified() {
+		addr = optIP(req, dhcpv4.OptionRequestedIPAddress).To4()
+	}
+	a, ok := netip.AddrFromSlice(addr)
+	if !ok || !a.IsGlobalUnicast() {
+		return nil
+	}
+	now := s.opts.Now()
+	if stored.found && stored.lease.IP == a.String() && stored.lease.Expires.Sub(now) > s.opts.LeaseTime/2 {
+		return nil
+	}
+	if log.enabled(slog.LevelDebug) {
+		log.log(slog.LevelDebug, "address from another DHCP server recorded", "ip", a.String())
+	}
+	return &leaseWrite{op: writePut, req: req, lease: store.Lease{
+		MAC: req.ClientHWAddr.String(), IP: a.String(), HardwareID: b.hwID,
+		Hostname: b.hostnameFull, Expires: now.Add(s.opts.LeaseTime).UTC(),
+	}}
 }

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -448,5 +449,59 @@ func BenchmarkHandle(b *testing.B) {
 	}
 	if n := counterValue(b, s.m.leaseReused); n < float64(b.N-1) {
 		b.Errorf("%v of %d REQUESTs reused the stored lease; want all but the first", n, b.N)
+	}
+}
+
+// TestProxyRecordsAddress: in proxy mode the address another DHCP server
+// gives a known netboot client is recorded from the client's REQUEST, so
+// the iPXE handler can tie the request for its boot script (and agent
+// token) to it.
+func TestProxyRecordsAddress(t *testing.T) {
+	ctx := context.Background()
+	biosPXE := pxe(iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", "")
+	other := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 99, 0, 254)))
+	tests := map[string]struct {
+		req    *dhcpv4.DHCPv4
+		mac    net.HardwareAddr
+		reply  bool
+		wantIP string // "" for no lease
+	}{
+		"REQUEST to the site's server: its address recorded, no reply": {
+			req: request(t, macPXE, append(biosPXE, other, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 99, 0, 77))))...),
+			mac: macPXE, wantIP: "10.99.0.77",
+		},
+		"REQUEST on port 4011 from the client's address: recorded, ACK": {
+			req: request(t, macPXE, append(biosPXE, dhcpv4.WithClientIP(net.IPv4(10, 99, 0, 78)))...),
+			mac: macPXE, reply: true, wantIP: "10.99.0.78",
+		},
+		"not a netboot client: nothing recorded": {
+			req: request(t, macPXE, other, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 99, 0, 77)))),
+			mac: macPXE,
+		},
+		"unknown MAC: nothing recorded": {
+			req: request(t, macOther, append(biosPXE, other, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 99, 0, 77))))...),
+			mac: macOther,
+		},
+		"netboot off: nothing recorded": {
+			req: request(t, macNoPXE, append(biosPXE, other, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 99, 0, 77))))...),
+			mac: macNoPXE,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			st := testStore(t, true)
+			s := testServer(t, ModeProxy, st, nil)
+			reply, _ := s.Handle(ctx, tc.req)
+			if (reply != nil) != tc.reply {
+				t.Errorf("reply %v, want a reply: %v", reply, tc.reply)
+			}
+			l, err := store.Read(ctx, st, func(tx *store.Tx) (store.Lease, error) { return tx.Lease(tc.mac.String()) })
+			switch {
+			case tc.wantIP == "" && !errors.Is(err, store.ErrNotFound):
+				t.Errorf("lease %+v, %v; want none", l, err)
+			case tc.wantIP != "" && (err != nil || l.IP != tc.wantIP):
+				t.Errorf("lease %+v, %v; want %s", l, err, tc.wantIP)
+			}
+		})
 	}
 }

@@ -2,10 +2,14 @@
 // (/ipxe/{mac}), the iPXE binaries for UEFI HTTP boot (/ipxe/bin/{file}),
 // the agent OS kernel and initramfs (/boot/) and OS images (/images/).
 //
-// The script boots the agent OS only while the hardware allows PXE and a
-// workflow runs for it; otherwise it boots the local disk. Its kernel
-// command line carries a fresh one-time agent token for that workflow; the
-// token is never logged and the response is never cached.
+// The script boots the agent OS only while the hardware allows PXE, a
+// workflow runs for it and the request comes from the machine's own
+// address: the address provisiond's DHCP server leased (or, in proxy mode,
+// saw the machine take) for that MAC, or the address configured on the
+// hardware's interface. Its kernel command line carries a fresh agent token
+// for that workflow; the token is never logged and the response is never
+// cached. Every refusal gets the same script, which boots the local disk,
+// so a stranger learns nothing about which MACs are registered or why.
 package ipxe
 
 import (
@@ -21,6 +25,7 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,19 +34,25 @@ import (
 
 // Tokens mints agent tokens; the workflow engine implements it.
 //
-// MintAgentToken makes a fresh one-time token for the workflow running on
-// the hardware, stores only its hash (replacing any earlier token) and
-// returns the workflow id and the token. It returns an error wrapping
-// ErrNoWorkflow when no workflow runs for the hardware. It may block on the
-// store and must honour ctx. It is not idempotent: each call invalidates
-// the previous token.
+// MintAgentToken makes a fresh token for the workflow running on the
+// hardware, stores only its hash (replacing an earlier token no live agent
+// holds) and returns the workflow id and the token. It returns an error
+// wrapping ErrNoWorkflow when no workflow runs for the hardware, and one
+// wrapping ErrAgentLive when a live agent holds the current token. It may
+// block on the store and must honour ctx. It is not idempotent: each
+// successful call invalidates the previous token.
 type Tokens interface {
 	MintAgentToken(ctx context.Context, hardwareID string) (workflowID, token string, err error)
 }
 
-// ErrNoWorkflow is what Tokens returns (wrapped) when the hardware has no
-// running workflow.
-var ErrNoWorkflow = errors.New("no running workflow")
+var (
+	// ErrNoWorkflow is what Tokens returns (wrapped) when the hardware has
+	// no running workflow.
+	ErrNoWorkflow = errors.New("no running workflow")
+	// ErrAgentLive is what Tokens returns (wrapped) when the workflow's
+	// agent is alive: its token is not handed out a second time.
+	ErrAgentLive = errors.New("the workflow's agent is alive")
+)
 
 // Options configure the handler.
 type Options struct {
@@ -66,10 +77,14 @@ type Options struct {
 	IPXEDir string
 	// Console is the console= argument; default "ttyS0,115200".
 	Console string
-	// SourceCheck makes /ipxe/{mac} mint a token only for a request that
-	// comes from the address reserved for that MAC (when it has one), so a
-	// neighbour cannot fetch another machine's token by guessing its MAC.
-	SourceCheck bool
+	// AnySource turns off the source check (--ipxe-source-check=false):
+	// tokens are then minted for a request from any address. Without it,
+	// /ipxe/{mac} mints only for a request from that MAC's DHCP lease or
+	// its configured address, so a neighbour cannot take another machine's
+	// token by guessing its MAC.
+	AnySource bool
+	// Now is the clock that judges lease expiry [time.Now].
+	Now func() time.Time
 }
 
 // Handler serves the boot paths.
@@ -80,6 +95,7 @@ type Handler struct {
 	opts   Options
 
 	scripts *prometheus.CounterVec
+	refused *prometheus.CounterVec
 }
 
 // New returns a handler; it does no I/O.
@@ -96,15 +112,22 @@ func New(st *store.Store, tokens Tokens, log *slog.Logger, reg prometheus.Regist
 	if opts.Console == "" {
 		opts.Console = "ttyS0,115200"
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	opts.HTTPBase = strings.TrimRight(opts.HTTPBase, "/")
 	h := &Handler{
 		st: st, tokens: tokens, log: log.With("component", "ipxe"), opts: opts,
 		scripts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provisiond_ipxe_scripts_total", Help: "iPXE scripts served, by kind (agent, local_disk, error).",
 		}, []string{"kind"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provisiond_ipxe_refused_total",
+			Help: "iPXE script requests answered with the local-disk script, by reason (unknown_mac, netboot_off, no_workflow, wrong_source, agent_live).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(h.scripts)
+		reg.MustRegister(h.scripts, h.refused)
 	}
 	return h
 }
@@ -162,14 +185,18 @@ reboot
 	//     drop into its boot menu or setup instead (tinkerbell PR #984).
 	//
 	// If sanboot fails on BIOS, "exit 1" is the fallback there too.
-	localTmpl = template.Must(template.New("local").Parse(`#!ipxe
-# provisiond: {{.Reason}}: boot the local disk.
-echo provisiond: {{.Reason}}; booting the local disk
+	//
+	// The script is the same whatever the reason (unknown MAC, netboot
+	// off, no workflow, wrong source, live agent): the reason goes to
+	// provisiond's log, never to the caller.
+	localScript = []byte(`#!ipxe
+# provisiond: nothing to install here now: boot the local disk.
+echo provisiond: nothing to install here now; booting the local disk
 iseq ${platform} efi && goto efi ||
 sanboot --no-describe --drive 0x80 ||
 :efi
 exit 1
-`))
+`)
 )
 
 // cmdline builds the kernel command line of the shared contract.
@@ -227,32 +254,35 @@ func (h *Handler) script(w http.ResponseWriter, r *http.Request) {
 
 // render returns the script for mac and its kind ("agent" or "local_disk").
 func (h *Handler) render(ctx context.Context, log *slog.Logger, mac, remoteAddr string) ([]byte, string, error) {
-	local := func(reason string) ([]byte, string, error) {
-		var b bytes.Buffer
-		err := localTmpl.Execute(&b, struct{ Reason string }{reason})
-		log.Info("iPXE script: boot the local disk", "reason", reason)
-		return b.Bytes(), "local_disk", err
+	local := func(reason, why string, level slog.Level) ([]byte, string, error) {
+		h.refused.WithLabelValues(reason).Inc()
+		log.Log(ctx, level, "iPXE script: boot the local disk", "reason", why)
+		return localScript, "local_disk", nil
 	}
-	hw, err := h.st.GetHardwareByMAC(ctx, mac)
+	hw, lease, err := h.lookup(ctx, mac)
 	if errors.Is(err, store.ErrNotFound) {
-		return local("unknown MAC " + mac)
+		return local("unknown_mac", "unknown MAC", slog.LevelInfo)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("look up hardware of %s: %w", mac, err)
 	}
 	log = log.With("hardware", hw.ID)
 	if !hw.Netboot.AllowPXE {
-		return local("netboot is off for hardware " + hw.ID)
+		return local("netboot_off", "netboot is off for the hardware", slog.LevelInfo)
 	}
-	if h.opts.SourceCheck && !sourceMatches(hw, mac, remoteAddr) {
-		log.Warn("iPXE script requested from an address that is not the machine's; no token minted")
-		return local("request not from the address reserved for " + mac)
+	if !h.opts.AnySource {
+		if ok, why := h.sourceMatches(hw, lease, mac, remoteAddr); !ok {
+			return local("wrong_source", "no token minted: "+why, slog.LevelWarn)
+		}
 	}
 	wfID, token, err := h.tokens.MintAgentToken(ctx, hw.ID)
-	if errors.Is(err, ErrNoWorkflow) {
-		return local("no workflow runs for hardware " + hw.ID)
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNoWorkflow):
+		return local("no_workflow", "no workflow runs for the hardware", slog.LevelInfo)
+	case errors.Is(err, ErrAgentLive):
+		return local("agent_live", "no token minted: the workflow's agent is alive and holds its token; "+
+			"a new one is issued once it has been silent for a while (the server rebooted)", slog.LevelWarn)
+	case err != nil:
 		return nil, "", fmt.Errorf("mint agent token for hardware %s: %w", hw.ID, err)
 	}
 	args, err := h.cmdline(hw.ID, wfID, token)
@@ -276,30 +306,72 @@ func (h *Handler) render(ctx context.Context, log *slog.Logger, mac, remoteAddr 
 	return b.Bytes(), "agent", nil
 }
 
-// sourceMatches reports whether remoteAddr is the address of mac's
-// interface; an interface without an address matches any source.
-func sourceMatches(hw store.Hardware, mac, remoteAddr string) bool {
+// lookup reads the hardware of mac and its DHCP lease (zero when there is
+// none) in one read transaction.
+func (h *Handler) lookup(ctx context.Context, mac string) (store.Hardware, store.Lease, error) {
+	var (
+		hw    store.Hardware
+		lease store.Lease
+	)
+	err := h.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if hw, err = tx.HardwareByMAC(mac); err != nil {
+			return err
+		}
+		l, err := tx.Lease(mac)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			lease = l
+		}
+		return nil
+	})
+	return hw, lease, err
+}
+
+// sourceMatches reports whether remoteAddr is an address tied to mac: its
+// unexpired DHCP lease, or the address configured on the hardware's
+// interface. An interface with neither matches no source: in proxy mode
+// without a lease seen, the request is refused. When it does not match it
+// says why, for the log.
+func (h *Handler) sourceMatches(hw store.Hardware, lease store.Lease, mac, remoteAddr string) (bool, string) {
 	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
 		host = remoteAddr
 	}
 	src, err := netip.ParseAddr(host)
 	if err != nil {
-		return false
+		return false, fmt.Sprintf("source %q is not an address", remoteAddr)
+	}
+	src = src.Unmap()
+	var tied []string
+	if lease.IP != "" && h.opts.Now().Before(lease.Expires) {
+		if a, err := netip.ParseAddr(lease.IP); err == nil {
+			if a == src {
+				return true, ""
+			}
+			tied = append(tied, "leased "+lease.IP)
+		}
 	}
 	for _, nic := range hw.Interfaces {
-		if !strings.EqualFold(nic.MAC, mac) {
+		if !strings.EqualFold(nic.MAC, mac) || nic.IP == "" {
 			continue
 		}
-		if nic.IP == "" {
-			return true
+		a, err := netip.ParseAddr(nic.IP)
+		if p, perr := netip.ParsePrefix(nic.IP); perr == nil {
+			a, err = p.Addr(), nil
 		}
-		if p, err := netip.ParsePrefix(nic.IP); err == nil {
-			return p.Addr() == src.Unmap()
-		}
-		if a, err := netip.ParseAddr(nic.IP); err == nil {
-			return a == src.Unmap()
+		if err == nil {
+			if a == src {
+				return true, ""
+			}
+			tied = append(tied, "configured "+a.String())
 		}
 	}
-	return false
+	if len(tied) == 0 {
+		return false, fmt.Sprintf("request from %s, and %s has no DHCP lease and no configured address to tie a request to", src, mac)
+	}
+	return false, fmt.Sprintf("request from %s, not from %s's address (%s)", src, mac, strings.Join(tied, ", "))
 }

@@ -17,15 +17,20 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
+// testNow is the clock of the handler under test.
+var testNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
 // fakeTokens stands in for the workflow engine.
 type fakeTokens struct {
 	running map[string]string // hardware id → workflow id
+	live    bool              // a live agent holds the token
 	token   string
 	calls   int
 }
@@ -35,6 +40,9 @@ func (f *fakeTokens) MintAgentToken(_ context.Context, hw string) (string, strin
 	wf, ok := f.running[hw]
 	if !ok {
 		return "", "", fmt.Errorf("hardware %s: %w", hw, ErrNoWorkflow)
+	}
+	if f.live {
+		return "", "", fmt.Errorf("hardware %s: %w", hw, ErrAgentLive)
 	}
 	return wf, f.token, nil
 }
@@ -55,12 +63,20 @@ func testStore(t testing.TB) *store.Store {
 			{ID: "hw-1", Hostname: "node1", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:01", IP: "192.0.2.10/24"}}, Netboot: store.Netboot{AllowPXE: true}},
 			{ID: "hw-2", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:02", IP: "192.0.2.11/24"}}, Netboot: store.Netboot{AllowPXE: true}},
 			{ID: "hw-off", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:03", IP: "192.0.2.12/24"}}},
+			// No configured address (proxy DHCP, or reservation mode with
+			// another DHCP server): only a lease ties a source to them.
+			{ID: "hw-noip", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:04"}}, Netboot: store.Netboot{AllowPXE: true}},
+			{ID: "hw-lease", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:05"}}, Netboot: store.Netboot{AllowPXE: true}},
+			{ID: "hw-expired", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:06"}}, Netboot: store.Netboot{AllowPXE: true}},
 		} {
 			if err := tx.CreateHardware(h); err != nil {
 				return err
 			}
 		}
-		return nil
+		if err := tx.PutLease(store.Lease{MAC: "52:54:00:00:00:05", IP: "192.0.2.50", HardwareID: "hw-lease", Expires: testNow.Add(time.Hour)}); err != nil {
+			return err
+		}
+		return tx.PutLease(store.Lease{MAC: "52:54:00:00:00:06", IP: "192.0.2.60", HardwareID: "hw-expired", Expires: testNow.Add(-time.Minute)})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -87,15 +103,19 @@ func golden(t *testing.T, name string, got []byte) {
 
 func TestScript(t *testing.T) {
 	const token = "tok_0123456789abcdef"
+	all := map[string]string{"hw-1": "wf-1", "hw-noip": "wf-4", "hw-lease": "wf-5", "hw-expired": "wf-6"}
 	tests := map[string]struct {
 		path    string
-		remote  string
+		remote  string // default: hw-1's configured address
 		opts    func(*Options)
 		token   string
+		live    bool
 		status  int
 		golden  string
 		minted  int
 		inBody  string
+		inLog   string
+		refused string // the refusal reason counted
 		running map[string]string
 	}{
 		"agent":                 {path: "/ipxe/52:54:00:00:00:01", status: 200, golden: "agent.ipxe", minted: 1},
@@ -104,25 +124,38 @@ func TestScript(t *testing.T) {
 			opts: func(o *Options) {
 				o.TLS, o.CABundle = true, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 			}},
-		"no workflow: local disk":     {path: "/ipxe/52:54:00:00:00:02", status: 200, golden: "local-no-workflow.ipxe", minted: 1},
-		"netboot off: local disk":     {path: "/ipxe/52:54:00:00:00:03", status: 200, golden: "local-netboot-off.ipxe"},
-		"unknown MAC: local disk":     {path: "/ipxe/52:54:00:00:00:99", status: 200, golden: "local-unknown.ipxe"},
-		"source check, right address": {path: "/ipxe/52:54:00:00:00:01", remote: "192.0.2.10:4000", status: 200, golden: "agent.ipxe", minted: 1, opts: func(o *Options) { o.SourceCheck = true }},
-		"source check, wrong address: local disk, no token": {path: "/ipxe/52:54:00:00:00:01", remote: "192.0.2.99:4000", status: 200, golden: "local-source.ipxe",
-			opts: func(o *Options) { o.SourceCheck = true }},
+		"no workflow: local disk": {path: "/ipxe/52:54:00:00:00:02", remote: "192.0.2.11:4000", status: 200, golden: "local.ipxe", minted: 1, refused: "no_workflow"},
+		"netboot off: local disk": {path: "/ipxe/52:54:00:00:00:03", remote: "192.0.2.12:4000", status: 200, golden: "local.ipxe", refused: "netboot_off"},
+		"unknown MAC: local disk": {path: "/ipxe/52:54:00:00:00:99", status: 200, golden: "local.ipxe", refused: "unknown_mac"},
+		"wrong address: local disk, no token": {path: "/ipxe/52:54:00:00:00:01", remote: "192.0.2.99:4000", status: 200, golden: "local.ipxe",
+			refused: "wrong_source", inLog: "not from 52:54:00:00:00:01's address (configured 192.0.2.10)"},
+		// The hole of issue 13: an interface without a configured address
+		// used to match any source, so anyone got the token.
+		"no address and no lease: nobody gets a token": {path: "/ipxe/52:54:00:00:00:04", remote: "192.0.2.99:4000", status: 200, golden: "local.ipxe",
+			refused: "wrong_source", inLog: "has no DHCP lease and no configured address"},
+		"leased address: agent": {path: "/ipxe/52:54:00:00:00:05", remote: "192.0.2.50:4000", status: 200, minted: 1, inBody: "bm.workflow=wf-5"},
+		"leased address, request from elsewhere: local disk": {path: "/ipxe/52:54:00:00:00:05", remote: "192.0.2.51:4000", status: 200, golden: "local.ipxe",
+			refused: "wrong_source", inLog: "leased 192.0.2.50"},
+		"expired lease: local disk": {path: "/ipxe/52:54:00:00:00:06", remote: "192.0.2.60:4000", status: 200, golden: "local.ipxe",
+			refused: "wrong_source", inLog: "has no DHCP lease"},
+		"v4-mapped source": {path: "/ipxe/52:54:00:00:00:01", remote: "[::ffff:192.0.2.10]:4000", status: 200, golden: "agent.ipxe", minted: 1},
+		"source check off: any caller": {path: "/ipxe/52:54:00:00:00:04", remote: "198.51.100.7:4000", status: 200, minted: 1, inBody: "bm.workflow=wf-4",
+			opts: func(o *Options) { o.AnySource = true }},
+		"live agent: no second token": {path: "/ipxe/52:54:00:00:00:01", live: true, status: 200, golden: "local.ipxe", minted: 1,
+			refused: "agent_live", inLog: "agent is alive"},
 		"bad MAC":                        {path: "/ipxe/zz:54:00:00:00:01", status: 400, inBody: "MAC"},
 		"short MAC":                      {path: "/ipxe/5254", status: 400, inBody: "MAC"},
 		"unsafe token is not served":     {path: "/ipxe/52:54:00:00:00:01", token: "a b\nkernel evil", status: 500, minted: 1, inBody: "cannot render"},
 		"workflow id unsafe is refused":  {path: "/ipxe/52:54:00:00:00:01", status: 500, minted: 1, running: map[string]string{"hw-1": "wf 1"}},
-		"agent, second hardware running": {path: "/ipxe/52:54:00:00:00:02", status: 200, golden: "agent-hw2.ipxe", minted: 1, running: map[string]string{"hw-2": "wf-2"}},
+		"agent, second hardware running": {path: "/ipxe/52:54:00:00:00:02", remote: "192.0.2.11:4000", status: 200, golden: "agent-hw2.ipxe", minted: 1, running: map[string]string{"hw-2": "wf-2"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			opts := Options{GRPCAddr: "10.99.0.1:9090", HTTPBase: "http://10.99.0.1:8080/", AgentOSDir: t.TempDir()}
+			opts := Options{GRPCAddr: "10.99.0.1:9090", HTTPBase: "http://10.99.0.1:8080/", AgentOSDir: t.TempDir(), Now: func() time.Time { return testNow }}
 			if tc.opts != nil {
 				tc.opts(&opts)
 			}
-			tok := &fakeTokens{running: map[string]string{"hw-1": "wf-1"}, token: token}
+			tok := &fakeTokens{running: all, token: token, live: tc.live}
 			if tc.token != "" {
 				tok.token = tc.token
 			}
@@ -130,10 +163,12 @@ func TestScript(t *testing.T) {
 				tok.running = tc.running
 			}
 			var logs bytes.Buffer
-			h := New(testStore(t), tok, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), prometheus.NewRegistry(), opts)
+			reg := prometheus.NewRegistry()
+			h := New(testStore(t), tok, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), reg, opts)
 			mux := http.NewServeMux()
 			h.Register(mux)
 			req := httptest.NewRequest("GET", tc.path, nil)
+			req.RemoteAddr = "192.0.2.10:4000"
 			if tc.remote != "" {
 				req.RemoteAddr = tc.remote
 			}
@@ -148,8 +183,20 @@ func TestScript(t *testing.T) {
 			if tc.inBody != "" && !strings.Contains(rec.Body.String(), tc.inBody) {
 				t.Errorf("body %q does not contain %q", rec.Body, tc.inBody)
 			}
+			if tc.inLog != "" && !strings.Contains(logs.String(), tc.inLog) {
+				t.Errorf("log does not contain %q:\n%s", tc.inLog, logs.String())
+			}
 			if tok.calls != tc.minted {
 				t.Errorf("tokens minted %d, want %d", tok.calls, tc.minted)
+			}
+			if tc.refused != "" {
+				var m dto.Metric
+				if err := h.refused.WithLabelValues(tc.refused).Write(&m); err != nil {
+					t.Fatal(err)
+				}
+				if got := m.GetCounter().GetValue(); got != 1 {
+					t.Errorf("provisiond_ipxe_refused_total{reason=%q} = %v, want 1", tc.refused, got)
+				}
 			}
 			if got := rec.Header().Get("Cache-Control"); tc.status == 200 && got != "no-store" {
 				t.Errorf("Cache-Control %q, want no-store", got)

@@ -114,7 +114,11 @@ type Workflow struct {
 	Actions []Action `json:"actions"`
 	// TokenHash is the SHA-256 of the agent token; the token itself is
 	// never stored.
-	TokenHash     []byte    `json:"token_hash,omitempty"`
+	TokenHash []byte `json:"token_hash,omitempty"`
+	// TokenUsed says an agent has called in with the current token: from
+	// then on a new token is issued only once that agent has gone silent,
+	// so a second fetch of the boot script cannot take over a live agent.
+	TokenUsed     bool      `json:"token_used,omitempty"`
 	Error         string    `json:"error,omitempty"`
 	CreatedAt     time.Time `json:"created_at,omitzero"`
 	StartedAt     time.Time `json:"started_at,omitzero"`

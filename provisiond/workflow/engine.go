@@ -58,6 +58,9 @@ var (
 	// ErrNotReady: no workflow is waiting for an agent, or it is not
 	// running (yet or any more).
 	ErrNotReady = errors.New("workflow is not running")
+	// ErrAgentLive: a live agent holds the workflow's token; no second
+	// token is issued while it lives.
+	ErrAgentLive = errors.New("the agent of this workflow is alive")
 )
 
 // Options tune the engine. Zero values take the defaults in brackets.
@@ -75,6 +78,9 @@ type Options struct {
 	// PowerAttempts and PowerRetryDelay bound BMC retries per step [5, 10s].
 	PowerAttempts   int
 	PowerRetryDelay time.Duration
+	// AgentSilence is how long an agent that used its token must have been
+	// silent before a new token replaces it [30s; agents beat every 5s].
+	AgentSilence time.Duration
 	// Now is the clock [time.Now].
 	Now func() time.Time
 }
@@ -94,6 +100,9 @@ func (o *Options) defaults() {
 	}
 	if o.PowerRetryDelay <= 0 {
 		o.PowerRetryDelay = 10 * time.Second
+	}
+	if o.AgentSilence <= 0 {
+		o.AgentSilence = 30 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -415,8 +424,16 @@ func actionsOf(t *template.Template) []store.Action {
 
 // MintAgentToken issues a fresh agent token for the workflow that waits
 // for hardwareID's agent (the ipxe package puts it on the kernel command
-// line). Only its SHA-256 is stored; a new token replaces the old one, and
-// an action the previous agent was running is handed out again.
+// line). Only its SHA-256 is stored.
+//
+// A token is delivered once per boot, as Ironic's agent tokens are: while
+// the agent that holds the current token is alive (it called in within
+// Options.AgentSilence), MintAgentToken refuses with ErrAgentLive, so
+// fetching the boot script again cannot take over or cut off a running
+// agent. A token no agent has used yet (the firmware fetched the script
+// twice), or whose agent has gone silent (the server rebooted), is
+// replaced, with an event that says so; an action the previous agent was
+// running is then handed out again.
 func (e *Engine) MintAgentToken(ctx context.Context, hardwareID string) (workflowID, token string, err error) {
 	var secret [32]byte
 	if _, err := rand.Read(secret[:]); err != nil {
@@ -435,11 +452,24 @@ func (e *Engine) MintAgentToken(ctx context.Context, hardwareID string) (workflo
 		if w.State != store.StateBooting && w.State != store.StateRunning {
 			return fmt.Errorf("workflow %s of hardware %q is %s: %w", w.ID, hardwareID, w.State, ErrNotReady)
 		}
+		msg := "agent token issued"
+		if len(w.TokenHash) > 0 && w.TokenUsed {
+			last := w.LastHeartbeat
+			if seen := e.lastSeen(w.ID); seen.After(last) {
+				last = seen
+			}
+			if silent := now.Sub(last); silent < e.opts.AgentSilence {
+				return fmt.Errorf("%w: workflow %s's agent called in %s ago", ErrAgentLive, w.ID, silent.Round(time.Second))
+			}
+			msg = fmt.Sprintf("agent token issued again: the previous agent has been silent for %s (the server booted again?) and its token no longer works",
+				now.Sub(last).Round(time.Second))
+		} else if len(w.TokenHash) > 0 {
+			msg = "agent token issued again: no agent used the previous one (the boot script was fetched twice)"
+		}
 		workflowID = w.ID
 		token = w.ID + "." + base64.RawURLEncoding.EncodeToString(secret[:])
 		sum := sha256.Sum256([]byte(token))
-		w.TokenHash, w.LastHeartbeat = sum[:], now
-		msg := "agent token issued"
+		w.TokenHash, w.TokenUsed, w.LastHeartbeat = sum[:], false, now
 		for i := range w.Actions {
 			if a := &w.Actions[i]; a.State == store.StateRunning {
 				a.State, a.Message = store.StatePending, "the agent booted again while this action ran; it runs again"
@@ -460,10 +490,17 @@ func (e *Engine) MintAgentToken(ctx context.Context, hardwareID string) (workflo
 	return workflowID, token, nil
 }
 
+// TokenGrace is how long after its workflow ended an agent token still
+// answers, and only with the end: GetAction's "done" with what to do
+// then (after which the token is gone), Heartbeat's "stop", and refusals
+// of reports. After that, or once GetAction said "done", it is invalid.
+const TokenGrace = 2 * time.Minute
+
 // authenticate finds the workflow a token belongs to (the token starts
 // with the workflow id) and checks the token against its stored hash in
-// constant time.
-func authenticate(tx *store.Tx, token string) (store.Workflow, error) {
+// constant time. The token of an ended workflow is valid only within
+// TokenGrace of the end.
+func authenticate(tx *store.Tx, token string, now time.Time) (store.Workflow, error) {
 	id, _, ok := strings.Cut(token, ".")
 	if !ok || id == "" {
 		return store.Workflow{}, ErrUnauthenticated
@@ -479,7 +516,19 @@ func authenticate(tx *store.Tx, token string) (store.Workflow, error) {
 	if len(w.TokenHash) != len(sum) || subtle.ConstantTimeCompare(sum[:], w.TokenHash) != 1 {
 		return store.Workflow{}, ErrUnauthenticated
 	}
+	if store.Terminal(w.State) && now.Sub(w.FinishedAt) > TokenGrace {
+		return store.Workflow{}, fmt.Errorf("%w: its workflow ended at %s", ErrUnauthenticated, w.FinishedAt.Format(time.RFC3339))
+	}
 	return w, nil
+}
+
+// checkToken authenticates token in a read transaction, so a flood of
+// junk tokens costs no write batch and delays no valid caller's commit.
+// The write transaction that follows authenticates again.
+func (e *Engine) checkToken(ctx context.Context, token string) error {
+	now := e.now()
+	_, err := store.Read(ctx, e.st, func(tx *store.Tx) (store.Workflow, error) { return authenticate(tx, token, now) })
+	return err
 }
 
 // Assignment is the agent's answer to NextAction.
@@ -504,9 +553,12 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 	var started bool
 	var kind string
 	var created time.Time
+	if err := e.checkToken(ctx, token); err != nil {
+		return Assignment{}, fmt.Errorf("next action: %w", err)
+	}
 	err := e.st.Batch(ctx, func(tx *store.Tx) error {
 		out, started = Assignment{}, false
-		w, err := authenticate(tx, token)
+		w, err := authenticate(tx, token, now)
 		if err != nil {
 			return err
 		}
@@ -525,7 +577,9 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 			if w.State != store.StateSucceeded {
 				out.Then = "none"
 			}
-			return nil
+			// The agent has its last answer: the token dies now.
+			w.TokenHash, w.TokenUsed = nil, false
+			return tx.PutWorkflow(w)
 		}
 		if w.State == store.StatePending {
 			return fmt.Errorf("workflow %s: %w (pending)", w.ID, ErrNotReady)
@@ -535,7 +589,7 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 			w.State, w.StartedAt, started = store.StateRunning, now, true
 			events = append(events, store.Event{Type: "state", State: w.State, Message: "agent called in"})
 		}
-		w.LastHeartbeat = now
+		w.LastHeartbeat, w.TokenUsed = now, true
 		next := -1
 		for i, a := range w.Actions {
 			if a.State != store.StateSucceeded {
@@ -613,9 +667,12 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 	var ended, kind string
 	var created time.Time
 	var wfID, hwID, action string
+	if err := e.checkToken(ctx, token); err != nil {
+		return fmt.Errorf("report action %d: %w", r.Index, err)
+	}
 	err := e.st.Batch(ctx, func(tx *store.Tx) error {
 		ended = ""
-		w, err := authenticate(tx, token)
+		w, err := authenticate(tx, token, now)
 		if err != nil {
 			return err
 		}
@@ -722,7 +779,8 @@ func (e *Engine) actionFailed(w *store.Workflow, i int, state, msg string, now t
 // Heartbeat records that the agent lives. It reports true when the agent
 // should stop: the workflow was cancelled or has failed.
 func (e *Engine) Heartbeat(ctx context.Context, token, hardwareID string) (stop bool, err error) {
-	w, err := store.Read(ctx, e.st, func(tx *store.Tx) (store.Workflow, error) { return authenticate(tx, token) })
+	now := e.now()
+	w, err := store.Read(ctx, e.st, func(tx *store.Tx) (store.Workflow, error) { return authenticate(tx, token, now) })
 	if err != nil {
 		return false, fmt.Errorf("heartbeat: %w", err)
 	}
@@ -732,7 +790,6 @@ func (e *Engine) Heartbeat(ctx context.Context, token, hardwareID string) (stop 
 	if store.Terminal(w.State) {
 		return w.State != store.StateSucceeded, nil
 	}
-	now := e.now()
 	e.touch(w.ID)
 	// The heartbeat lives in memory; the store gets it now and then, so a
 	// restarted engine knows the agent was alive.
@@ -760,9 +817,13 @@ func (e *Engine) AppendLog(ctx context.Context, token string, index int, data []
 	if len(data) == 0 {
 		return nil
 	}
+	if err := e.checkToken(ctx, token); err != nil {
+		return fmt.Errorf("append log: %w", err)
+	}
+	now := e.now()
 	var wfID string
 	err := e.st.Batch(ctx, func(tx *store.Tx) error {
-		w, err := authenticate(tx, token)
+		w, err := authenticate(tx, token, now)
 		if err != nil {
 			return err
 		}

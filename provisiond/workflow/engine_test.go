@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -576,24 +577,132 @@ func TestAgentAuth(t *testing.T) {
 }
 
 func TestAgentRebootResendsAction(t *testing.T) {
-	h := newHarness(t, testOptions())
+	opts := testOptions()
+	opts.AgentSilence = 300 * time.Millisecond
+	h := newHarness(t, opts)
 	h.addHardware("n1", "ipmi", "/dev/sda")
 	h.addTemplate("tpl", twoActions)
 	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
-	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) string { return "hang" }}
+	first := h.mint("n1")
+	ag := &agent{eng: h.eng, token: first, hw: "n1", outcome: func(store.Action) string { return "hang" }}
 	if _, err := ag.run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// The machine reboots into the agent again: a new token, and the
-	// interrupted action runs again as its second attempt.
+	// While that agent lives, nobody gets a second token (issue 13: each
+	// fetch of the boot script used to replace the live agent's token).
+	if _, _, err := h.eng.MintAgentToken(context.Background(), "n1"); !errors.Is(err, ErrAgentLive) {
+		t.Fatalf("mint while the agent lives: %v, want ErrAgentLive", err)
+	}
+	if _, err := h.eng.Heartbeat(context.Background(), first, "n1"); err != nil {
+		t.Fatalf("the live agent's token stopped working after a refused mint: %v", err)
+	}
+	// The machine reboots into the agent again: once the old agent is
+	// silent, a new token, and the interrupted action runs again as its
+	// second attempt.
+	time.Sleep(opts.AgentSilence + 100*time.Millisecond)
 	ag = &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+	if _, err := h.eng.NextAction(context.Background(), first, "n1"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("the replaced token still works: %v", err)
+	}
 	if _, err := ag.run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	w := h.waitFor(id, "success", stateIs(store.StateSucceeded))
 	if w.Actions[0].Attempt != 2 {
 		t.Errorf("attempts of the interrupted action = %d, want 2", w.Actions[0].Attempt)
+	}
+}
+
+// TestUnusedTokenIsReplaced: the firmware fetched the boot script twice
+// (a failed kernel download, say) before any agent called in: the second
+// token replaces the first, and an event says so.
+func TestUnusedTokenIsReplaced(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	first, second := h.mint("n1"), h.mint("n1")
+	if _, err := h.eng.NextAction(context.Background(), first, "n1"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("first token after a second mint: %v, want ErrUnauthenticated", err)
+	}
+	if _, err := h.eng.NextAction(context.Background(), second, "n1"); err != nil {
+		t.Errorf("second token: %v", err)
+	}
+	evs, err := store.Read(context.Background(), h.eng.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(id, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range evs {
+		found = found || strings.Contains(ev.Message, "no agent used the previous one")
+	}
+	if !found {
+		t.Errorf("no event says the token was issued again: %+v", evs)
+	}
+}
+
+// TestTokenDiesWithWorkflow: once the workflow has ended, the agent's
+// token gives the end once (GetAction "done"), and then nothing; nor does
+// it work past TokenGrace. (Issue 13: a succeeded workflow's token still
+// answered GetAction and Heartbeat.)
+func TestTokenDiesWithWorkflow(t *testing.T) {
+	var skew atomic.Int64
+	opts := testOptions()
+	opts.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	h := newHarness(t, opts)
+	ctx := context.Background()
+	for _, hw := range []string{"n1", "n2"} {
+		h.addHardware(hw, "ipmi", "/dev/sda")
+	}
+	h.addTemplate("tpl", twoActions)
+
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	tok := h.mint("n1")
+	if _, err := (&agent{eng: h.eng, token: tok, hw: "n1"}).run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	if stop, err := h.eng.Heartbeat(ctx, tok, "n1"); err != nil || stop {
+		t.Errorf("heartbeat within the grace: stop %v, %v; want false, nil", stop, err)
+	}
+	as, err := h.eng.NextAction(ctx, tok, "n1")
+	if err != nil || !as.Done || as.Action != nil {
+		t.Fatalf("first GetAction after the end = %+v, %v; want done", as, err)
+	}
+	if _, err := h.eng.NextAction(ctx, tok, "n1"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("second GetAction after the end: %v, want ErrUnauthenticated", err)
+	}
+	if _, err := h.eng.Heartbeat(ctx, tok, "n1"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("heartbeat after the end was delivered: %v, want ErrUnauthenticated", err)
+	}
+
+	// A workflow cancelled under a running agent that never asks again:
+	// its token still says "stop" for the grace, then nothing.
+	id2 := h.provision("n2", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id2, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	tok2 := h.mint("n2")
+	if as, err := h.eng.NextAction(ctx, tok2, "n2"); err != nil || as.Action == nil {
+		t.Fatalf("first action: %+v, %v", as, err)
+	}
+	if _, err := h.eng.Deprovision(ctx, "n2", "none"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(id2, "cancel", stateIs(store.StateCancelled))
+	if stop, err := h.eng.Heartbeat(ctx, tok2, "n2"); err != nil || !stop {
+		t.Errorf("heartbeat of a cancelled workflow within the grace: stop %v, %v; want true, nil", stop, err)
+	}
+	if err := h.eng.ReportAction(ctx, tok2, Report{Index: 0, State: store.StateSucceeded}); !errors.Is(err, ErrNotReady) {
+		t.Errorf("report to a cancelled workflow within the grace: %v, want ErrNotReady", err)
+	}
+	skew.Store(int64(TokenGrace + time.Minute))
+	if _, err := h.eng.Heartbeat(ctx, tok2, "n2"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("heartbeat past the grace: %v, want ErrUnauthenticated", err)
+	}
+	if _, err := h.eng.NextAction(ctx, tok2, "n2"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("GetAction past the grace: %v, want ErrUnauthenticated", err)
 	}
 }
 

@@ -194,3 +194,40 @@ func TestHealthzOnFullDisk(t *testing.T) {
 		t.Fatalf("%d log lines about failed writes, want 1:\n%s", n, d.log)
 	}
 }
+
+// TestSecretsKeyFlag: with --secrets-key-file the BMC password written
+// through the API is not in the db file, and the store then refuses to
+// start without the key.
+func TestSecretsKeyFlag(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "secrets.key")
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	must(t, os.WriteFile(keyFile, key, 0o600))
+	data := filepath.Join(dir, "data")
+	d := startDaemon(t, "tok", "--data-dir", data, "--secrets-key-file", keyFile)
+	c, err := d.client(t, client.Config{Token: "tok"})
+	must(t, err)
+	const pw = "api-bmc-pass-0xdeadbeef"
+	_, err = c.CreateHardware(context.Background(), &pb.CreateHardwareRequest{Hardware: &pb.Hardware{
+		Id: "n1", Interfaces: []*pb.Interface{{Mac: "aa:bb:cc:00:03:01"}},
+		Bmc: &pb.BMC{Driver: "ipmi", Address: "127.0.0.1", Username: "admin", Password: pw},
+	}})
+	must(t, err)
+	d.cancel()
+	must(t, <-d.done)
+	d.done <- nil // for startDaemon's cleanup
+	raw, err := os.ReadFile(filepath.Join(data, "provisiond.db"))
+	must(t, err)
+	if bytes.Contains(raw, []byte(pw)) {
+		t.Fatal("the BMC password is in the db file in plain text")
+	}
+
+	tokenFile := filepath.Join(dir, "token")
+	must(t, os.WriteFile(tokenFile, []byte("tok"), 0o600))
+	err = run(context.Background(), []string{"--data-dir", data, "--token-file", tokenFile, "--grpc-listen", freePort(t),
+		"--http-listen", freePort(t), "--tftp-listen", "", "--dhcp-mode", "off"}, func(string) string { return "" }, io.Discard)
+	if !errors.Is(err, store.ErrSecretsKey) || !strings.Contains(err.Error(), "--secrets-key-file") {
+		t.Fatalf("start without the key: %v, want ErrSecretsKey naming --secrets-key-file", err)
+	}
+}

@@ -47,6 +47,9 @@ type config struct {
 	IPMICipherSuite               string
 	IPv6RA                        bool
 	BootTimeout, HeartbeatTimeout time.Duration
+
+	// SecretsKeyFile seals BMC passwords and user-data in the store.
+	SecretsKeyFile string
 }
 
 // enum is a string flag that accepts only listed values.
@@ -89,6 +92,7 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: admin clients must present a certificate it signed")
 	fs.StringVar(&c.TLSAgentCA, "tls-agent-ca", "", "PEM CA the agent OS trusts for provisiond's certificate, passed on the kernel command line (bm.ca); required with TLS and network boot")
+	fs.StringVar(&c.SecretsKeyFile, "secrets-key-file", "", "file of 32 random bytes (or their base64): BMC passwords and user-data are sealed with it (AES-256-GCM) in the store; a store once sealed needs it to open")
 	fs.Var(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	fs.Var(&c.LogFormat, "log-format", "log format: text or json")
 	fs.DurationVar(&c.ShutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")

@@ -59,6 +59,24 @@ func (t tokens) MintAgentToken(ctx context.Context, hardwareID string) (string, 
 
 var version = "dev"
 
+// healthChecker is the store's Health: nil while it takes writes. It
+// may block on one probe write.
+type healthChecker interface {
+	Health(ctx context.Context) error
+}
+
+// healthz answers 200 "ok", or 503 with the reason when the store does
+// not take writes (disk full, read-only, I/O errors).
+func healthz(h healthChecker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h.Health(r.Context()); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -158,10 +176,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	st, err := store.Open(filepath.Join(c.DataDir, "provisiond.db"), store.Options{})
+	// The store is checked before anything listens: a damaged or empty
+	// file stops provisiond here, with its path, not later in a panic.
+	var secretsKey []byte
+	if c.SecretsKeyFile != "" {
+		if secretsKey, err = store.ReadKeyFile(c.SecretsKeyFile); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(filepath.Join(c.DataDir, "provisiond.db"), store.Options{SecretsKey: secretsKey, Log: log})
 	if err != nil {
 		return err
 	}
+	rep := st.OpenReport()
+	log.Info("store checked", "path", st.Path(), "records", rep.Records, "page_check", rep.PageCheck.Round(time.Millisecond),
+		"decode", rep.Decode.Round(time.Millisecond), "secrets_sealed", secretsKey != nil, "newly_sealed", rep.Sealed)
 	// The store was written to: a failing close is reported like any
 	// other error on the way out.
 	defer func() {
@@ -234,13 +263,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		AgentOSDir: c.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",
 		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, AnySource: !c.IPXESourceCheck,
 	}).Register(mux)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := st.View(r.Context(), func(*store.Tx) error { return nil }); err != nil {
-			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
+	mux.Handle("GET /healthz", healthz(st))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

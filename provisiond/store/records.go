@@ -37,7 +37,11 @@ func addrOf(ip string) (string, bool) {
 
 // Hardware returns the hardware with id.
 func (t *Tx) Hardware(id string) (Hardware, error) {
-	return get[Hardware](t.tx, bHardware, id, "hardware")
+	h, err := get[Hardware](t.tx, bHardware, id, "hardware")
+	if err == nil {
+		err = t.s.openHardware(&h)
+	}
+	return h, err
 }
 
 // HardwareByMAC returns the hardware with an interface of that MAC.
@@ -78,12 +82,14 @@ func (t *Tx) HardwareByMACRaw(mac string) ([]byte, error) {
 	return raw, nil
 }
 
-// DecodeHardware decodes a record HardwareByMACRaw returned.
+// DecodeHardware decodes a record HardwareByMACRaw returned. It has no
+// secrets key: a sealed BMC password comes back empty.
 func DecodeHardware(raw []byte) (Hardware, error) {
 	var h Hardware
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return Hardware{}, fmt.Errorf("decode hardware: %w", err)
 	}
+	clearSealed(&h)
 	return h, nil
 }
 
@@ -120,7 +126,15 @@ func (t *Tx) HardwareByIP(ip string) (Hardware, error) {
 }
 
 // ListHardware returns all hardware ordered by id.
-func (t *Tx) ListHardware() ([]Hardware, error) { return list[Hardware](t.tx, bHardware, "hardware") }
+func (t *Tx) ListHardware() ([]Hardware, error) {
+	out, err := list[Hardware](t.tx, bHardware, "hardware")
+	for i := range out {
+		if err == nil {
+			err = t.s.openHardware(&out[i])
+		}
+	}
+	return out, err
+}
 
 // CreateHardware stores new hardware; its id, MACs and IPs must be free.
 func (t *Tx) CreateHardware(h Hardware) error {
@@ -168,7 +182,7 @@ func (t *Tx) putHardware(h Hardware, old *Hardware) error {
 			}
 		}
 	}
-	return put(t.tx, bHardware, h.ID, h)
+	return put(t.tx, bHardware, h.ID, t.s.sealHardware(h))
 }
 
 func (t *Tx) unindexHardware(h Hardware) {
@@ -271,11 +285,23 @@ func (t *Tx) DeleteTemplate(id string) error {
 
 // Machine returns the machine on hardware id.
 func (t *Tx) Machine(hardwareID string) (Machine, error) {
-	return get[Machine](t.tx, bMachines, hardwareID, "machine")
+	m, err := get[Machine](t.tx, bMachines, hardwareID, "machine")
+	if err == nil {
+		err = t.s.openMachine(&m)
+	}
+	return m, err
 }
 
 // ListMachines returns all machines ordered by hardware id.
-func (t *Tx) ListMachines() ([]Machine, error) { return list[Machine](t.tx, bMachines, "machine") }
+func (t *Tx) ListMachines() ([]Machine, error) {
+	out, err := list[Machine](t.tx, bMachines, "machine")
+	for i := range out {
+		if err == nil {
+			err = t.s.openMachine(&out[i])
+		}
+	}
+	return out, err
+}
 
 // PutMachine creates or replaces a machine. Its hardware and template must exist.
 func (t *Tx) PutMachine(m Machine) error {
@@ -291,7 +317,7 @@ func (t *Tx) PutMachine(m Machine) error {
 	if err := t.tx.Bucket(bMachByTpl).Put([]byte(m.TemplateID+"/"+m.HardwareID), nil); err != nil {
 		return err
 	}
-	return put(t.tx, bMachines, m.HardwareID, m)
+	return put(t.tx, bMachines, m.HardwareID, t.s.sealMachine(m))
 }
 
 // DeleteMachine removes the machine on hardware id, freeing the hardware.

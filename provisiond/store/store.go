@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -67,11 +68,25 @@ type Options struct {
 	LockTimeout time.Duration
 	// NoSync turns off fsync; for tests and benchmarks only.
 	NoSync bool
+	// SecretsKey, 32 bytes, seals BMC passwords and machine user-data at
+	// rest with AES-256-GCM (see secrets.go). Nil keeps them plain. A store
+	// once opened with a key refuses to open without it.
+	SecretsKey []byte
+	// Log receives write failures (rate limited) and recoveries. Nil: discard.
+	Log *slog.Logger
 }
 
 // Store is provisiond's database. It is safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	db     *bolt.DB
+	path   string
+	log    *slog.Logger
+	sealer *sealer
+	report OpenReport
+	health health
+	now    func() time.Time
+	// failWrites, set by tests, makes a commit fail as a full disk would.
+	failWrites func() error
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever events are appended
@@ -85,25 +100,74 @@ type Store struct {
 	durable atomic.Uint64
 }
 
-// Open opens or creates the database at path.
+// Open opens or creates the database at path. It refuses an existing
+// file that is empty, fails bbolt's consistency check, holds a record that
+// does not decode, or does not go with opts.SecretsKey: nothing that
+// could be a damaged store starts as an empty or half-readable one. A path
+// that does not exist is created as a new, empty store.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = time.Second
 	}
+	sl, err := newSealer(opts.SecretsKey)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
+	// bbolt makes a 0-byte file a new database. An existing empty file is
+	// rather a store that lost its content (a failed restore, a full disk
+	// at creation, a truncating copy): refuse it.
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		return nil, fmt.Errorf("open store %s: %w: it is a 0-byte file: restore it from a backup, or remove it to start with an empty store", path, ErrCorrupt)
+	}
+	db, err := openBolt(path, opts)
 	if err != nil {
 		switch {
 		case errors.Is(err, bolterrors.ErrTimeout):
 			return nil, fmt.Errorf("open store %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
+		case errors.Is(err, ErrCorrupt):
+			return nil, fmt.Errorf("open store %s: %w", path, err)
 		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
 			return nil, fmt.Errorf("open store %s: %w: %v", path, ErrCorrupt, err)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{db: db, path: path, log: log.With("component", "store"), sealer: sl, now: time.Now, changed: make(chan struct{})}
+	if err := s.setUp(); err != nil {
+		_ = db.Close() // refused: the reason is the news
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// Everything committed so far is on disk: the Update in setUp returned.
+	_ = db.View(func(tx *bolt.Tx) error { s.durable.Store(uint64(tx.ID())); return nil })
+	return s, nil
+}
+
+// openBolt is bolt.Open; a corrupt meta or freelist page can make it
+// panic, which becomes ErrCorrupt.
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
+}
+
+// setUp checks the file, creates the buckets and checks the schema and
+// the secrets key, then decodes every record.
+func (s *Store) setUp() error {
+	start := time.Now()
+	if err := checkPages(s.db); err != nil {
+		return err
+	}
+	s.report.PageCheck = time.Since(start)
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
@@ -113,17 +177,27 @@ func Open(path string, opts Options) (*Store, error) {
 		if v := meta.Get(schemaKey); v != nil && string(v) != string(schemaNumber) {
 			return fmt.Errorf("%w: schema %q, this provisiond reads %q", ErrCorrupt, v, schemaNumber)
 		}
-		return meta.Put(schemaKey, schemaNumber)
+		if err := meta.Put(schemaKey, schemaNumber); err != nil {
+			return err
+		}
+		var err error
+		s.report.Sealed, err = s.setUpSecrets(tx)
+		return err
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return err
 	}
-	s := &Store{db: db, changed: make(chan struct{})}
-	// Everything committed so far is on disk: the Update above returned.
-	_ = db.View(func(tx *bolt.Tx) error { s.durable.Store(uint64(tx.ID())); return nil })
-	return s, nil
+	start = time.Now()
+	s.report.Records, err = s.decodeAll()
+	s.report.Decode = time.Since(start)
+	return err
 }
+
+// OpenReport says what Open checked and how long that took.
+func (s *Store) OpenReport() OpenReport { return s.report }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
@@ -159,26 +233,45 @@ func (s *Store) notify() {
 }
 
 // View runs fn in a read-only transaction.
-func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer s.recoverCorrupt(&err)
 	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, s: s}) })
 }
 
+// recoverCorrupt turns a panic in a transaction into an ErrCorrupt error:
+// bbolt panics on some damaged pages (it rolls the transaction back
+// first), and one bad page must not take the whole daemon down. /healthz
+// reports it.
+func (s *Store) recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("store %s: transaction panicked, the database may be corrupt: %w: %v", s.path, ErrCorrupt, r)
+		s.storageFailed(*err)
+	}
+}
+
 // Update runs fn in a read-write transaction; it commits if fn returns nil.
-func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer s.recoverCorrupt(&err)
 	var (
-		t  *Tx
-		id uint64 // read inside: a closed bolt.Tx has no ID
+		t        *Tx
+		id       uint64 // read inside: a closed bolt.Tx has no ID
+		fnFailed bool
 	)
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		t, id = &Tx{tx: tx, s: s}, uint64(tx.ID())
-		return fn(t)
+		if err := fn(t); err != nil {
+			fnFailed = true
+			return err
+		}
+		return s.injectedWriteError()
 	})
+	s.wrote(err, fnFailed)
 	if err == nil {
 		s.markDurable(id)
 		if t.appended {
@@ -195,15 +288,19 @@ func (s *Store) Batch(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	appended := false
+	appended, fnFailed := false, false
 	var id uint64
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		t := &Tx{tx: tx, s: s}
 		err := fn(t)
 		appended = appended || t.appended
 		id = uint64(tx.ID())
-		return err
+		if fnFailed = err != nil; fnFailed {
+			return err
+		}
+		return s.injectedWriteError()
 	})
+	s.wrote(err, fnFailed)
 	if err == nil {
 		s.markDurable(id)
 		if appended {
@@ -211,6 +308,24 @@ func (s *Store) Batch(ctx context.Context, fn func(*Tx) error) error {
 		}
 	}
 	return err
+}
+
+// wrote records the outcome of a write for Health. An error that fn
+// returned says nothing about the storage.
+func (s *Store) wrote(err error, fnFailed bool) {
+	switch {
+	case err == nil:
+		s.storageOK()
+	case !fnFailed:
+		s.storageFailed(err)
+	}
+}
+
+func (s *Store) injectedWriteError() error {
+	if s.failWrites != nil {
+		return s.failWrites()
+	}
+	return nil
 }
 
 // markDurable raises the durable watermark to id.

@@ -205,7 +205,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	gsrv := grpc.NewServer(gopts...)
 	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
-	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log))
+	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log, reg))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gsrv, hs)
 

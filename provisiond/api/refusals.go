@@ -48,7 +48,8 @@ type refusalWindow struct {
 }
 
 // NewRefusals returns the refusal logger of service ("agent" or "admin").
-// Its counter is registered with reg; several services may share one reg.
+// Its counter is registered with reg (nil: not registered); several
+// services may share one reg.
 func NewRefusals(log *slog.Logger, reg prometheus.Registerer, service string) *Refusals {
 	return newRefusals(log, reg, service, refusalBurst, refusalInterval)
 }
@@ -67,6 +68,9 @@ func refusedCounter(reg prometheus.Registerer) *prometheus.CounterVec {
 		Name: "provisiond_refused_calls_total",
 		Help: "gRPC calls refused for want of a valid credential, by service (agent, admin) and reason.",
 	}, []string{"service", "reason"})
+	if reg == nil {
+		return c
+	}
 	if err := reg.Register(c); err != nil {
 		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
 			if prev, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {

@@ -253,6 +253,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Serve(gctx) })
 	g.Go(func() error { return bmcMgr.Serve(gctx) })
+	if c.Retention > 0 {
+		ret := workflow.NewRetention(st, log, reg, workflow.RetentionOptions{MaxAge: c.Retention})
+		g.Go(func() error { return ret.Serve(gctx) })
+	}
 	if c.DHCPMode.val != "off" {
 		srv := dhcp.New(st, log, reg, dhcp.Options{
 			Mode: c.DHCPMode.val, Interface: c.DHCPIface, ServerIP: serverIP, HTTPBase: publicURL,

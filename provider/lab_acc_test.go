@@ -224,7 +224,7 @@ func startRealLabWith(t *testing.T, tune func(*workflow.Options)) *realLab {
 		}
 	})
 	d.serve(t, api.Options{Machines: eng, Power: bmcs}, func(s *grpc.Server) {
-		pb.RegisterAgentServer(s, api.NewAgent(eng, d.log))
+		pb.RegisterAgentServer(s, api.NewAgent(eng, d.log, reg))
 	})
 	return l
 }

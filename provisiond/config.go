@@ -47,6 +47,7 @@ type config struct {
 	IPMICipherSuite               string
 	IPv6RA                        bool
 	BootTimeout, HeartbeatTimeout time.Duration
+	Retention                     time.Duration
 
 	// SecretsKeyFile seals BMC passwords and user-data in the store.
 	SecretsKeyFile string
@@ -107,6 +108,7 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.BootTimeout, "boot-timeout", 15*time.Minute, "how long a workflow waits for the agent to call in after the power-on")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", 5*time.Minute, "fail a running workflow whose agent has sent no heartbeat or report for this long")
 	fs.BoolVar(&c.IPv6RA, "ipv6-ra", true, "answer IPv6 router solicitations on --dhcp-interface with a zero-lifetime advertisement (no router), so iPXE does not wait ~16 s for IPv6 router discovery; needs DHCP on and --dhcp-interface set")
+	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "delete workflows that ended longer ago than this, with their events (never a machine's current workflow); 0 keeps everything")
 	fs.StringVar(&c.IPMICipherSuite, "ipmi-cipher-suite", "", "ipmitool -C cipher suite (empty: try 3, then 17)")
 	return fs
 }
@@ -189,6 +191,9 @@ func (c *config) validate() error {
 	}
 	if c.TLSAgentCA != "" && c.TLSCert == "" {
 		errs = append(errs, errors.New("--tls-agent-ca needs --tls-cert and --tls-key"))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, errors.New("--retention must be 0 (keep everything) or a positive duration"))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))

@@ -237,7 +237,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	gsrv := grpc.NewServer(gopts...)
 	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
-	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log))
+	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log, reg))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gsrv, hs)
 
@@ -282,6 +282,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Serve(gctx) })
 	g.Go(func() error { return bmcMgr.Serve(gctx) })
+	if c.Retention > 0 {
+		ret := workflow.NewRetention(st, log, reg, workflow.RetentionOptions{MaxAge: c.Retention})
+		g.Go(func() error { return ret.Serve(gctx) })
+	}
 	if c.DHCPMode.val != "off" {
 		srv := dhcp.New(st, log, reg, dhcp.Options{
 			Mode: c.DHCPMode.val, Interface: c.DHCPIface, ServerIP: serverIP, HTTPBase: publicURL,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
@@ -36,31 +37,36 @@ type AgentEngine interface {
 // (retry with backoff).
 type AgentService struct {
 	pb.UnimplementedAgentServer
-	eng AgentEngine
-	log *slog.Logger
+	eng     AgentEngine
+	log     *slog.Logger
+	refusal *Refusals
 }
 
-// NewAgent returns the Agent service.
-func NewAgent(eng AgentEngine, log *slog.Logger) *AgentService {
-	return &AgentService{eng: eng, log: log.With("component", "agent-api")}
+// NewAgent returns the Agent service. Refused calls count in reg's
+// provisiond_refused_calls_total{service="agent"} and are logged sampled.
+func NewAgent(eng AgentEngine, log *slog.Logger, reg prometheus.Registerer) *AgentService {
+	log = log.With("component", "agent-api")
+	return &AgentService{eng: eng, log: log, refusal: NewRefusals(log, reg, "agent")}
 }
 
 // token returns the caller's bearer token; the token itself is never logged.
 func (s *AgentService) token(ctx context.Context, method string) (string, error) {
 	tok, ok := BearerToken(ctx)
 	if !ok || tok == "" {
-		s.refused(ctx, method, "no bearer token")
+		s.refused(ctx, method, "no_token", "no bearer token")
 		return "", status.Error(codes.Unauthenticated, "agent call without a bearer token: pass the bm.token of the kernel command line as \"authorization: Bearer <token>\"")
 	}
 	return tok, nil
 }
 
-func (s *AgentService) refused(ctx context.Context, method, why string) {
+// refused counts and (sampled) logs a refused call; reason is a fixed
+// word (a metric label), why the detail.
+func (s *AgentService) refused(ctx context.Context, method, reason, why string) {
 	addr := ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
-	s.log.WarnContext(ctx, "refused agent call", "method", method, "why", why, "peer", addr)
+	s.refusal.Refuse(ctx, reason, "method", method, "why", why, "peer", addr)
 }
 
 // agentError maps the engine's errors to status codes.
@@ -71,10 +77,10 @@ func (s *AgentService) agentError(ctx context.Context, method string, err error)
 	code := codes.Internal
 	switch {
 	case errors.Is(err, workflow.ErrUnauthenticated):
-		s.refused(ctx, method, "invalid token")
+		s.refused(ctx, method, "invalid_token", "invalid token")
 		return status.Error(codes.Unauthenticated, "invalid agent token: it was replaced by a newer one, or its workflow is gone")
 	case errors.Is(err, workflow.ErrPermission):
-		s.refused(ctx, method, err.Error())
+		s.refused(ctx, method, "wrong_hardware", err.Error())
 		code = codes.PermissionDenied
 	case errors.Is(err, workflow.ErrNotReady):
 		code = codes.FailedPrecondition

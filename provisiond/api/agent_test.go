@@ -77,7 +77,7 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 	auth := NewAuth("admin-secret", false, log)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.Unary), grpc.ChainStreamInterceptor(auth.Stream))
 	pb.RegisterAdminServer(srv, NewAdmin(st, log, Options{Machines: eng}))
-	pb.RegisterAgentServer(srv, NewAgent(eng, log))
+	pb.RegisterAgentServer(srv, NewAgent(eng, log, prometheus.NewRegistry()))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -147,6 +147,12 @@ type Action struct {
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 	Message    string    `json:"message,omitempty"`
 	OutputTail string    `json:"output_tail,omitempty"`
+	// LogAttempt is the attempt that LogBytes and LogDropped count: the
+	// bytes of output stored in the event log and the bytes dropped past
+	// the per-attempt cap.
+	LogAttempt int   `json:"log_attempt,omitempty"`
+	LogBytes   int64 `json:"log_bytes,omitempty"`
+	LogDropped int64 `json:"log_dropped,omitempty"`
 }
 
 // Lease is an address handed out by the DHCP server.

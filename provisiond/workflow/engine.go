@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"sync"
@@ -812,7 +813,15 @@ func (e *Engine) Heartbeat(ctx context.Context, token, hardwareID string) (stop 
 // MaxLogChunk bounds one logged chunk of agent output.
 const MaxLogChunk = 8 << 10
 
-// AppendLog adds a chunk of an action's output to the event log.
+// MaxActionLog bounds the output of one action attempt kept in the event
+// log (a chunk that starts below it is kept whole). Past it, chunks are
+// counted in the action's LogDropped and dropped; events "output
+// truncated: N bytes dropped" mark the first drop and each doubling.
+// The agent sees no error: the action's tail still comes with its report.
+const MaxActionLog = 1 << 20
+
+// AppendLog adds a chunk of an action's output to the event log, up to
+// MaxActionLog bytes per action attempt.
 func (e *Engine) AppendLog(ctx context.Context, token string, index int, data []byte) error {
 	if len(data) == 0 {
 		return nil
@@ -822,7 +831,9 @@ func (e *Engine) AppendLog(ctx context.Context, token string, index int, data []
 	}
 	now := e.now()
 	var wfID string
+	var dropped int64
 	err := e.st.Batch(ctx, func(tx *store.Tx) error {
+		dropped = 0
 		w, err := authenticate(tx, token, now)
 		if err != nil {
 			return err
@@ -834,14 +845,30 @@ func (e *Engine) AppendLog(ctx context.Context, token string, index int, data []
 		if index < 0 || index >= len(w.Actions) {
 			return fmt.Errorf("%w: action index %d out of range", ErrInvalid, index)
 		}
-		a := w.Actions[index]
-		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: w.HardwareID, Type: "log", Task: a.Task, Action: a.Name,
-			Message: tail(strings.ToValidUTF8(string(data), "\uFFFD"), MaxLogChunk)})
-		return err
+		a := &w.Actions[index]
+		if a.LogAttempt != a.Attempt {
+			a.LogAttempt, a.LogBytes, a.LogDropped = a.Attempt, 0, 0
+		}
+		ev := store.Event{Type: "log", Task: a.Task, Action: a.Name}
+		if a.LogBytes < MaxActionLog {
+			ev.Message = tail(strings.ToValidUTF8(string(data), "\uFFFD"), MaxLogChunk)
+			a.LogBytes += int64(len(ev.Message))
+			return putWithEvents(tx, w, ev)
+		}
+		before := a.LogDropped
+		a.LogDropped += int64(len(data))
+		dropped = int64(len(data))
+		if before > 0 && bits.Len64(uint64(before/MaxActionLog)) == bits.Len64(uint64(a.LogDropped/MaxActionLog)) {
+			return tx.PutWorkflow(w) // counted; the last event still says roughly how much
+		}
+		ev.Message = fmt.Sprintf("output truncated: %d bytes dropped after the first %d bytes of attempt %d; the action's tail is kept in its report",
+			a.LogDropped, a.LogBytes, a.Attempt)
+		return putWithEvents(tx, w, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("append log: %w", err)
 	}
+	e.m.logDropped.Add(float64(dropped))
 	e.touch(wfID)
 	return nil
 }

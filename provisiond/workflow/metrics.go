@@ -10,6 +10,8 @@ type metrics struct {
 	actions  *prometheus.CounterVec
 	active   prometheus.Gauge
 	bmc      *prometheus.CounterVec
+	// logDropped counts agent output beyond the per-attempt log cap.
+	logDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -44,9 +46,13 @@ func newMetrics(reg prometheus.Registerer) metrics {
 			Namespace: "provisiond", Subsystem: "workflow", Name: "bmc_calls_total",
 			Help: "BMC calls made by the engine, by operation and result.",
 		}, []string{"op", "result"}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "provisiond", Subsystem: "workflow", Name: "log_dropped_bytes_total",
+			Help: "Bytes of action output not stored because the action attempt's output passed the log cap.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.started, m.finished, m.duration, m.boot, m.actions, m.active, m.bmc)
+		reg.MustRegister(m.started, m.finished, m.duration, m.boot, m.actions, m.active, m.bmc, m.logDropped)
 	}
 	return m
 }

@@ -171,12 +171,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	auth := api.NewAuth(token, c.TLSClientCA != "", log)
-	gopts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(auth.Unary),
-		grpc.ChainStreamInterceptor(auth.Stream),
-	}
+	var creds credentials.TransportCredentials
 	if tlsConf != nil {
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
+		creds = credentials.NewTLS(tlsConf)
 	}
 	// DHCP hands out our address as server and boot host: check it before
 	// anything listens, so a bad flag leaves nothing running.
@@ -203,7 +200,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout,
 	})
 
-	gsrv := grpc.NewServer(gopts...)
+	gsrv := grpc.NewServer(api.ServerOptions(auth, creds, log)...)
 	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
 	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log))
 	hs := health.NewServer()
@@ -242,6 +239,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("listen gRPC on %s: %w", c.GRPCListen, err)
 	}
+	glis = api.LimitListener(glis)
 	hlis, err := net.Listen("tcp", c.HTTPListen)
 	if err != nil {
 		_ = glis.Close() // never served: the listen error is the news

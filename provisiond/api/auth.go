@@ -38,13 +38,11 @@ func NewAuth(token string, requireClientCert bool, log *slog.Logger) *Auth {
 // BearerToken returns the token of an "authorization: Bearer X" header.
 func BearerToken(ctx context.Context) (string, bool) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			return strings.TrimSpace(v[7:]), true
-		}
-	}
-	return "", false
+	return bearer(md.Get("authorization"))
 }
+
+// errAdminToken is the refusal of an admin call without the right token.
+var errAdminToken = status.Error(codes.Unauthenticated, "missing or invalid bearer token: set the provider's token (BAREMETAL_TOKEN) to the content of provisiond's --token-file")
 
 // TokenMatches compares a presented token to a stored SHA-256 in constant time.
 func TokenMatches(presented string, hash []byte) bool {
@@ -64,7 +62,7 @@ func (a *Auth) check(ctx context.Context, method string) error {
 			addr = p.Addr.String()
 		}
 		a.log.WarnContext(ctx, "refused admin call: missing or wrong token", "method", method, "peer", addr)
-		return status.Error(codes.Unauthenticated, "missing or invalid bearer token: set the provider's token (BAREMETAL_TOKEN) to the content of provisiond's --token-file")
+		return errAdminToken
 	}
 	if a.requireMTL {
 		p, _ := peer.FromContext(ctx)

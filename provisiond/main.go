@@ -88,6 +88,53 @@ func readSecret(path, what string) (string, error) {
 	return s, nil
 }
 
+// minTokenBytes is the shortest admin token accepted: 32 bytes, as
+// `head -c 32 /dev/urandom | base64` makes, is out of reach of guessing.
+const minTokenBytes = 32
+
+// checkToken refuses a short admin token and warns when its file is
+// readable by others than provisiond's user.
+func checkToken(path, token string, log *slog.Logger) error {
+	if len(token) < minTokenBytes {
+		return fmt.Errorf("token file %s holds %d bytes; the admin token needs at least %d: make one with `head -c 32 /dev/urandom | base64 > %s`", path, len(token), minTokenBytes, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("stat token file: %w", err)
+	}
+	if fi.Mode().Perm()&0o044 != 0 {
+		log.Warn("token file is readable by group or others: anyone who reads it administers every machine; chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	return nil
+}
+
+// reachable reports whether a listen address may be reached from other
+// hosts: anything but a loopback address or "localhost".
+func reachable(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.IsLoopback()
+}
+
+// newHTTPServer bounds how long a client may take to send its request and
+// how long an idle connection is kept. There is no WriteTimeout: /images/
+// streams multi-GiB images to machines that may read them slowly.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute, // request bodies are at most a metadata token PUT
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
 func serverTLS(c *config) (*tls.Config, error) {
 	if c.TLSCert == "" {
 		return nil, nil
@@ -150,9 +197,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	if err := checkToken(c.TokenFile, token, log); err != nil {
+		return err
+	}
 	tlsConf, err := serverTLS(c)
 	if err != nil {
 		return err
+	}
+	if tlsConf == nil && reachable(c.GRPCListen) {
+		log.Warn("gRPC API in plain text on an address other hosts reach: the admin token, agent tokens and user-data cross the network in clear; "+
+			"set --tls-cert and --tls-key, and --tls-agent-ca for network-booted machines", "grpc", c.GRPCListen)
 	}
 
 	st, err := store.Open(filepath.Join(c.DataDir, "provisiond.db"), store.Options{})
@@ -232,8 +286,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// With --metrics-listen, /metrics leaves the port that machines reach.
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	var msrv *http.Server
+	if c.MetricsListen == "" {
+		mux.Handle("GET /metrics", metrics)
+	} else {
+		mmux := http.NewServeMux()
+		mmux.Handle("GET /metrics", metrics)
+		msrv = newHTTPServer(mmux)
+	}
+	hsrv := newHTTPServer(mux)
 
 	glis, err := net.Listen("tcp", c.GRPCListen)
 	if err != nil {
@@ -244,6 +307,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		_ = glis.Close() // never served: the listen error is the news
 		return fmt.Errorf("listen HTTP on %s: %w", c.HTTPListen, err)
+	}
+	var mlis net.Listener
+	if msrv != nil {
+		if mlis, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			_, _ = glis.Close(), hlis.Close() // never served: the listen error is the news
+			return fmt.Errorf("listen metrics on %s: %w", c.MetricsListen, err)
+		}
 	}
 	log.Info("provisiond starting", "version", version, "grpc", glis.Addr().String(), "http", hlis.Addr().String(),
 		"tls", tlsConf != nil, "mtls", c.TLSClientCA != "", "data_dir", c.DataDir)
@@ -289,6 +359,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return nil
 	})
+	if msrv != nil {
+		g.Go(func() error {
+			if err := msrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("provisiond stopping")
@@ -301,6 +379,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		case <-stopped:
 		case <-sctx.Done():
 			gsrv.Stop()
+		}
+		if msrv != nil {
+			if err := msrv.Shutdown(sctx); err != nil {
+				return fmt.Errorf("shut down metrics: %w", err)
+			}
 		}
 		return hsrv.Shutdown(sctx)
 	})

@@ -380,12 +380,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		case <-sctx.Done():
 			gsrv.Stop()
 		}
+		err := hsrv.Shutdown(sctx)
 		if msrv != nil {
-			if err := msrv.Shutdown(sctx); err != nil {
-				return fmt.Errorf("shut down metrics: %w", err)
+			if merr := msrv.Shutdown(sctx); merr != nil {
+				err = errors.Join(err, fmt.Errorf("shut down metrics: %w", merr))
 			}
 		}
-		return hsrv.Shutdown(sctx)
+		return err
 	})
 	err = g.Wait()
 	if ctx.Err() != nil && err == nil {

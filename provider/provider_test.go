@@ -137,7 +137,7 @@ func (d *testDaemon) serve(t *testing.T, o api.Options, register ...func(*grpc.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth := api.NewAuth(d.Token, false, d.log)
+	auth := api.NewAuth(d.Token, false, d.log, nil)
 	gsrv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.ChainUnaryInterceptor(auth.Unary),

@@ -40,6 +40,7 @@ type config struct {
 	DHCPDomain                    string
 	IPXESourceCheck               bool
 	TrustedProxies                string
+	MetricsListen                 string
 	MetadataRequireToken          bool
 	BMCTimeout                    time.Duration
 	BMCWorkers                    int
@@ -80,7 +81,8 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML file with settings (keys are flag names)")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/provisiond", "directory of the state database")
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7777", "address of the gRPC API (admin and agent)")
-	fs.StringVar(&c.HTTPListen, "http-listen", ":8080", "address of the HTTP server (iPXE scripts, agent OS, images, metadata, metrics)")
+	fs.StringVar(&c.HTTPListen, "http-listen", ":8080", "address of the HTTP server (iPXE scripts, agent OS, images, metadata, and metrics unless --metrics-listen is set)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address of a separate listener for /metrics, which then leaves --http-listen (empty: /metrics on --http-listen)")
 	fs.StringVar(&c.DHCPIface, "dhcp-interface", "", "interface the DHCP server binds to (empty: all)")
 	fs.Var(&c.DHCPMode, "dhcp-mode", "DHCP mode: reservation, proxy or off")
 	fs.StringVar(&c.TFTPListen, "tftp-listen", ":69", "address of the TFTP server (empty: off)")

@@ -109,6 +109,53 @@ func readSecret(path, what string) (string, error) {
 	return s, nil
 }
 
+// minTokenBytes is the shortest admin token accepted: 32 bytes, as
+// `head -c 32 /dev/urandom | base64` makes, is out of reach of guessing.
+const minTokenBytes = 32
+
+// checkToken refuses a short admin token and warns when its file is
+// readable by others than provisiond's user.
+func checkToken(path, token string, log *slog.Logger) error {
+	if len(token) < minTokenBytes {
+		return fmt.Errorf("token file %s holds %d bytes; the admin token needs at least %d: make one with `head -c 32 /dev/urandom | base64 > %s`", path, len(token), minTokenBytes, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("stat token file: %w", err)
+	}
+	if fi.Mode().Perm()&0o044 != 0 {
+		log.Warn("token file is readable by group or others: anyone who reads it administers every machine; chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	return nil
+}
+
+// reachable reports whether a listen address may be reached from other
+// hosts: anything but a loopback address or "localhost".
+func reachable(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.IsLoopback()
+}
+
+// newHTTPServer bounds how long a client may take to send its request and
+// how long an idle connection is kept. There is no WriteTimeout: /images/
+// streams multi-GiB images to machines that may read them slowly.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute, // request bodies are at most a metadata token PUT
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
 func serverTLS(c *config) (*tls.Config, error) {
 	if c.TLSCert == "" {
 		return nil, nil
@@ -171,9 +218,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	if err := checkToken(c.TokenFile, token, log); err != nil {
+		return err
+	}
 	tlsConf, err := serverTLS(c)
 	if err != nil {
 		return err
+	}
+	if tlsConf == nil && reachable(c.GRPCListen) {
+		log.Warn("gRPC API in plain text on an address other hosts reach: the admin token, agent tokens and user-data cross the network in clear; "+
+			"set --tls-cert and --tls-key, and --tls-agent-ca for network-booted machines", "grpc", c.GRPCListen)
 	}
 
 	// The store is checked before anything listens: a damaged or empty
@@ -202,13 +256,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	auth := api.NewAuth(token, c.TLSClientCA != "", log)
-	gopts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(auth.Unary),
-		grpc.ChainStreamInterceptor(auth.Stream),
-	}
+	auth := api.NewAuth(token, c.TLSClientCA != "", log, reg)
+	var creds credentials.TransportCredentials
 	if tlsConf != nil {
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsConf)))
+		creds = credentials.NewTLS(tlsConf)
 	}
 	// DHCP hands out our address as server and boot host: check it before
 	// anything listens, so a bad flag leaves nothing running.
@@ -235,7 +286,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout,
 	})
 
-	gsrv := grpc.NewServer(gopts...)
+	gsrv := grpc.NewServer(api.ServerOptions(auth, creds, log)...)
 	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
 	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log, reg))
 	hs := health.NewServer()
@@ -264,17 +315,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, AnySource: !c.IPXESourceCheck,
 	}).Register(mux)
 	mux.Handle("GET /healthz", healthz(st))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// With --metrics-listen, /metrics leaves the port that machines reach.
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	var msrv *http.Server
+	if c.MetricsListen == "" {
+		mux.Handle("GET /metrics", metrics)
+	} else {
+		mmux := http.NewServeMux()
+		mmux.Handle("GET /metrics", metrics)
+		msrv = newHTTPServer(mmux)
+	}
+	hsrv := newHTTPServer(mux)
 
 	glis, err := net.Listen("tcp", c.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("listen gRPC on %s: %w", c.GRPCListen, err)
 	}
+	glis = api.LimitListener(glis)
 	hlis, err := net.Listen("tcp", c.HTTPListen)
 	if err != nil {
 		_ = glis.Close() // never served: the listen error is the news
 		return fmt.Errorf("listen HTTP on %s: %w", c.HTTPListen, err)
+	}
+	var mlis net.Listener
+	if msrv != nil {
+		if mlis, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			_, _ = glis.Close(), hlis.Close() // never served: the listen error is the news
+			return fmt.Errorf("listen metrics on %s: %w", c.MetricsListen, err)
+		}
 	}
 	log.Info("provisiond starting", "version", version, "grpc", glis.Addr().String(), "http", hlis.Addr().String(),
 		"tls", tlsConf != nil, "mtls", c.TLSClientCA != "", "data_dir", c.DataDir)
@@ -324,6 +392,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return nil
 	})
+	if msrv != nil {
+		g.Go(func() error {
+			if err := msrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("provisiond stopping")
@@ -337,7 +413,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		case <-sctx.Done():
 			gsrv.Stop()
 		}
-		return hsrv.Shutdown(sctx)
+		err := hsrv.Shutdown(sctx)
+		if msrv != nil {
+			if merr := msrv.Shutdown(sctx); merr != nil {
+				err = errors.Join(err, fmt.Errorf("shut down metrics: %w", merr))
+			}
+		}
+		return err
 	})
 	err = g.Wait()
 	if ctx.Err() != nil && err == nil {

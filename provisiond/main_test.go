@@ -38,6 +38,9 @@ tasks:
           DEST_DISK: /dev/sda
 `
 
+// testToken is an admin token of the 32 bytes provisiond requires.
+const testToken = "test-admin-token-0123456789abcdef"
+
 func freePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -150,7 +153,7 @@ func (d *daemon) client(t *testing.T, cfg client.Config) (*client.Client, error)
 }
 
 func TestAdminCRUDOverTLS(t *testing.T) {
-	const token = "s3cret-admin-token"
+	const token = "s3cret-admin-token-for-the-crud-test"
 	d := startDaemon(t, token)
 	c, err := d.client(t, client.Config{Token: token})
 	if err != nil {
@@ -264,7 +267,7 @@ func TestAdminCRUDOverTLS(t *testing.T) {
 }
 
 func TestAdminRefusesWithoutToken(t *testing.T) {
-	d := startDaemon(t, "right-token")
+	d := startDaemon(t, testToken)
 	ctx := context.Background()
 	for name, cfg := range map[string]client.Config{
 		"no token":    {},
@@ -284,14 +287,14 @@ func TestAdminRefusesWithoutToken(t *testing.T) {
 }
 
 func TestClientErrorsSayWhy(t *testing.T) {
-	d := startDaemon(t, "tok")
+	d := startDaemon(t, testToken)
 	tests := map[string]struct {
 		cfg  client.Config
 		want string
 	}{
-		"untrusted CA":    {client.Config{Token: "tok", CACert: d.pki.OtherCACert}, "certificate"},
-		"plain to TLS":    {client.Config{Token: "tok", Endpoint: "http://"}, "tls=false"},
-		"nothing listens": {client.Config{Token: "tok", Endpoint: "nothing"}, "127.0.0.1"},
+		"untrusted CA":    {client.Config{Token: testToken, CACert: d.pki.OtherCACert}, "certificate"},
+		"plain to TLS":    {client.Config{Token: testToken, Endpoint: "http://"}, "tls=false"},
+		"nothing listens": {client.Config{Token: testToken, Endpoint: "nothing"}, "127.0.0.1"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -314,7 +317,7 @@ func TestClientErrorsSayWhy(t *testing.T) {
 }
 
 func TestMutualTLS(t *testing.T) {
-	const token = "tok"
+	const token = testToken
 	// One CA signs the server and the client certificate.
 	pki := testpki.New(t)
 	pki.WriteFiles(t, t.TempDir())
@@ -382,7 +385,7 @@ func TestConfigPrecedence(t *testing.T) {
 }
 
 func TestHTTPHealthAndMetrics(t *testing.T) {
-	d := startDaemon(t, "tok")
+	d := startDaemon(t, testToken)
 	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "go_goroutines"} {
 		resp, err := http.Get("http://" + d.httpAddr + path)
 		if err != nil {
@@ -397,7 +400,7 @@ func TestHTTPHealthAndMetrics(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	d := startDaemon(t, "tok")
+	d := startDaemon(t, testToken)
 	d.cancel()
 	select {
 	case err := <-d.done:
@@ -429,7 +432,7 @@ func cmpProto() cmp.Option {
 func TestDHCPNeedsPublicIP(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
-	must(t, os.WriteFile(tokenFile, []byte("tok"), 0o600))
+	must(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
 	args := []string{"--data-dir", dir, "--token-file", tokenFile, "--grpc-listen", freePort(t), "--http-listen", freePort(t),
 		"--tftp-listen", "", "--dhcp-mode", "reservation"}
 	done := make(chan error, 1)

@@ -57,7 +57,7 @@ func TestRunRefusesDamagedStore(t *testing.T) {
 			path := filepath.Join(dir, "provisiond.db")
 			damage(t, path)
 			tokenFile := filepath.Join(dir, "token")
-			must(t, os.WriteFile(tokenFile, []byte("tok"), 0o600))
+			must(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
 			grpcAddr, httpAddr := freePort(t), freePort(t)
 			args := []string{"--data-dir", dir, "--token-file", tokenFile, "--grpc-listen", grpcAddr, "--http-listen", httpAddr,
 				"--tftp-listen", "", "--dhcp-mode", "off", "--log-format", "json"}
@@ -131,18 +131,22 @@ func TestHealthzOnFullDisk(t *testing.T) {
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
 	}
-	d := startDaemon(t, "tok", "--data-dir", mnt)
-	// Cleanups run last first: stop the daemon before the unmount, and
-	// hand its result on to startDaemon's cleanup.
+	// Cleanups run last first: this one, registered before the daemon
+	// starts, unmounts after the daemon has stopped, even when it never came up.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	d := startDaemon(t, testToken, "--data-dir", mnt)
+	// Stop the daemon before the unmount, and hand its result on to
+	// startDaemon's cleanup.
 	t.Cleanup(func() {
 		d.cancel()
 		select {
 		case err := <-d.done:
 			d.done <- err
 		case <-time.After(15 * time.Second):
-		}
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
 		}
 	})
 	get := func() (int, string) {
@@ -167,7 +171,7 @@ func TestHealthzOnFullDisk(t *testing.T) {
 	}
 	must(t, filler.Close())
 
-	c, err := d.client(t, client.Config{Token: "tok"})
+	c, err := d.client(t, client.Config{Token: testToken})
 	must(t, err)
 	meta := make([]byte, 48<<10)
 	_, _ = rand.Read(meta)
@@ -205,8 +209,8 @@ func TestSecretsKeyFlag(t *testing.T) {
 	_, _ = rand.Read(key)
 	must(t, os.WriteFile(keyFile, key, 0o600))
 	data := filepath.Join(dir, "data")
-	d := startDaemon(t, "tok", "--data-dir", data, "--secrets-key-file", keyFile)
-	c, err := d.client(t, client.Config{Token: "tok"})
+	d := startDaemon(t, testToken, "--data-dir", data, "--secrets-key-file", keyFile)
+	c, err := d.client(t, client.Config{Token: testToken})
 	must(t, err)
 	const pw = "api-bmc-pass-0xdeadbeef"
 	_, err = c.CreateHardware(context.Background(), &pb.CreateHardwareRequest{Hardware: &pb.Hardware{
@@ -224,7 +228,7 @@ func TestSecretsKeyFlag(t *testing.T) {
 	}
 
 	tokenFile := filepath.Join(dir, "token")
-	must(t, os.WriteFile(tokenFile, []byte("tok"), 0o600))
+	must(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
 	err = run(context.Background(), []string{"--data-dir", data, "--token-file", tokenFile, "--grpc-listen", freePort(t),
 		"--http-listen", freePort(t), "--tftp-listen", "", "--dhcp-mode", "off"}, func(string) string { return "" }, io.Discard)
 	if !errors.Is(err, store.ErrSecretsKey) || !strings.Contains(err.Error(), "--secrets-key-file") {

@@ -74,7 +74,7 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 		}
 	}()
 
-	auth := NewAuth("admin-secret", false, log)
+	auth := NewAuth("admin-secret", false, log, nil)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.Unary), grpc.ChainStreamInterceptor(auth.Stream))
 	pb.RegisterAdminServer(srv, NewAdmin(st, log, Options{Machines: eng}))
 	pb.RegisterAgentServer(srv, NewAgent(eng, log, prometheus.NewRegistry()))

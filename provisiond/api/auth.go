@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -26,25 +27,26 @@ type Auth struct {
 	tokenHash  [32]byte
 	requireMTL bool
 	log        *slog.Logger
+	refused    *Refusals
 }
 
 // NewAuth returns the guard for the admin token. With requireClientCert,
 // admin calls must also present a client certificate that verified
 // against the configured CA.
-func NewAuth(token string, requireClientCert bool, log *slog.Logger) *Auth {
-	return &Auth{tokenHash: sha256.Sum256([]byte(token)), requireMTL: requireClientCert, log: log.With("component", "auth")}
+// Refusals are counted in reg (nil: not counted) and logged sampled.
+func NewAuth(token string, requireClientCert bool, log *slog.Logger, reg prometheus.Registerer) *Auth {
+	log = log.With("component", "auth")
+	return &Auth{tokenHash: sha256.Sum256([]byte(token)), requireMTL: requireClientCert, log: log, refused: NewRefusals(log, reg, "admin")}
 }
 
 // BearerToken returns the token of an "authorization: Bearer X" header.
 func BearerToken(ctx context.Context) (string, bool) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			return strings.TrimSpace(v[7:]), true
-		}
-	}
-	return "", false
+	return bearer(md.Get("authorization"))
 }
+
+// errAdminToken is the refusal of an admin call without the right token.
+var errAdminToken = status.Error(codes.Unauthenticated, "missing or invalid bearer token: set the provider's token (BAREMETAL_TOKEN) to the content of provisiond's --token-file")
 
 // TokenMatches compares a presented token to a stored SHA-256 in constant time.
 func TokenMatches(presented string, hash []byte) bool {
@@ -63,13 +65,14 @@ func (a *Auth) check(ctx context.Context, method string) error {
 		if p != nil {
 			addr = p.Addr.String()
 		}
-		a.log.WarnContext(ctx, "refused admin call: missing or wrong token", "method", method, "peer", addr)
-		return status.Error(codes.Unauthenticated, "missing or invalid bearer token: set the provider's token (BAREMETAL_TOKEN) to the content of provisiond's --token-file")
+		a.refused.Refuse(ctx, "invalid_token", "method", method, "peer", addr)
+		return errAdminToken
 	}
 	if a.requireMTL {
 		p, _ := peer.FromContext(ctx)
 		info, ok := p.AuthInfo.(credentials.TLSInfo)
 		if p == nil || !ok || len(info.State.VerifiedChains) == 0 {
+			a.refused.Refuse(ctx, "no_client_cert", "method", method)
 			return status.Error(codes.Unauthenticated, "a client certificate signed by provisiond's --tls-client-ca is required")
 		}
 	}

@@ -81,7 +81,7 @@ func TestKill9Durability(t *testing.T) {
 	}
 	macFile := writeMACs(t, dir, hosts)
 	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte("durability-test-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte("durability-test-admin-token-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{

@@ -286,7 +286,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout,
 	})
 
-	gsrv := grpc.NewServer(api.ServerOptions(auth, creds, log)...)
+	gsrv := grpc.NewServer(api.ServerOptions(auth.WithAgentTokens(eng), creds, log)...)
 	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
 	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log, reg))
 	hs := health.NewServer()

@@ -28,6 +28,7 @@ type Auth struct {
 	requireMTL bool
 	log        *slog.Logger
 	refused    *Refusals
+	agents     AgentTokens // nil: Tap checks only that agent calls carry a token
 }
 
 // NewAuth returns the guard for the admin token. With requireClientCert,

@@ -103,11 +103,33 @@ func (a *Auth) Tap(ctx context.Context, info *tap.Info) (context.Context, error)
 			return ctx, errAdminToken
 		}
 	case strings.HasPrefix(method, agentPrefix):
-		if _, ok := bearer(info.Header.Get("authorization")); !ok {
+		tok, ok := bearer(info.Header.Get("authorization"))
+		if !ok {
 			return ctx, status.Error(codes.Unauthenticated, "agent call without a bearer token: pass the bm.token of the kernel command line as \"authorization: Bearer <token>\"")
+		}
+		if a.agents != nil {
+			if err := a.agents.CheckAgentToken(ctx, tok); err != nil {
+				a.refused.Refuse(ctx, "invalid_agent_token", "method", method, "stage", "headers")
+				return ctx, status.Error(codes.Unauthenticated, "invalid agent token: it was replaced by a newer one, or its workflow is gone or ended")
+			}
 		}
 	}
 	return ctx, nil
+}
+
+// AgentTokens checks an agent token; the workflow engine implements it.
+// CheckAgentToken returns an error when the token belongs to no workflow
+// or no longer works. It runs on the connection's reader for every agent
+// call, so it must be quick: a read transaction, no write.
+type AgentTokens interface {
+	CheckAgentToken(ctx context.Context, token string) error
+}
+
+// WithAgentTokens makes Tap check agent tokens too, so a junk token's
+// body is never read. It returns a, for use before the server starts.
+func (a *Auth) WithAgentTokens(t AgentTokens) *Auth {
+	a.agents = t
+	return a
 }
 
 // bearer returns the token of the first "Bearer X" value of bounded size.

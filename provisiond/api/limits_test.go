@@ -365,3 +365,27 @@ func TestTapRefusesBeforeReading(t *testing.T) {
 		})
 	}
 }
+
+// knownTokens stands in for the workflow engine's token check.
+type knownTokens map[string]bool
+
+func (k knownTokens) CheckAgentToken(_ context.Context, tok string) error {
+	if !k[tok] {
+		return errors.New("unknown token")
+	}
+	return nil
+}
+
+// TestTapChecksAgentTokens: with the engine's check, a junk agent token is
+// refused on the headers, so its body is never read.
+func TestTapChecksAgentTokens(t *testing.T) {
+	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), nil).
+		WithAgentTokens(knownTokens{"wf.good": true})
+	for tok, want := range map[string]codes.Code{"wf.good": codes.OK, "wf.junk": codes.Unauthenticated} {
+		md := metadata.Pairs("authorization", "Bearer "+tok)
+		_, err := a.Tap(context.Background(), &tap.Info{FullMethodName: "/baremetal.v1.Agent/ReportAction", Header: md})
+		if status.Code(err) != want {
+			t.Errorf("token %s: got %v, want %v", tok, err, want)
+		}
+	}
+}

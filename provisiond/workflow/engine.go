@@ -523,6 +523,12 @@ func authenticate(tx *store.Tx, token string, now time.Time) (store.Workflow, er
 	return w, nil
 }
 
+// CheckAgentToken reports whether token is a live agent token, in a read
+// transaction: the gRPC tap refuses a junk token before reading the body.
+func (e *Engine) CheckAgentToken(ctx context.Context, token string) error {
+	return e.checkToken(ctx, token)
+}
+
 // checkToken authenticates token in a read transaction, so a flood of
 // junk tokens costs no write batch and delays no valid caller's commit.
 // The write transaction that follows authenticates again.

@@ -79,6 +79,8 @@ type budget struct {
 	ctx   context.Context
 	steps int
 	max   int
+	// maxValue bounds every string a function builds (MaxRenderedSize).
+	maxValue int
 }
 
 func (b *budget) step() error {
@@ -99,17 +101,20 @@ func (b *budget) step() error {
 }
 
 // valueError is a function's refusal to build a string over the limit.
-func valueError(n int) error {
-	return fmt.Errorf("the value would be %d bytes, more than the limit of %d", n, MaxRenderedSize)
+func (b *budget) valueError(n int) error {
+	return fmt.Errorf("the value would be %d bytes, more than the limit of %d", n, b.maxValue)
 }
 
 // sized is step plus a check that a string of n bytes may be built.
 func (b *budget) sized(n int) error {
+	if b == nil {
+		return nil
+	}
 	if err := b.step(); err != nil {
 		return err
 	}
-	if n > MaxRenderedSize || n < 0 {
-		return valueError(n)
+	if n > b.maxValue || n < 0 {
+		return b.valueError(n)
 	}
 	return nil
 }
@@ -117,7 +122,7 @@ func (b *budget) sized(n int) error {
 // argsSize estimates what print-like functions make of args: a string
 // adds its length, anything else what fmt makes of it (data values, each
 // bounded by what the store accepts). It stops counting past the limit.
-func argsSize(args []any) int {
+func argsSize(args []any, limit int) int {
 	n := 0
 	for _, a := range args {
 		switch v := a.(type) {
@@ -131,7 +136,7 @@ func argsSize(args []any) int {
 			n += len(fmt.Sprint(v))
 		}
 		n++ // a separator
-		if n > MaxRenderedSize {
+		if n > limit {
 			return n
 		}
 	}
@@ -195,8 +200,8 @@ func (b *budget) funcs() texttemplate.FuncMap {
 	// str checks a result that is at most a constant factor of inputs that
 	// are themselves bounded.
 	str := func(s string) (string, error) {
-		if len(s) > MaxRenderedSize {
-			return "", valueError(len(s))
+		if b != nil && len(s) > b.maxValue {
+			return "", b.valueError(len(s))
 		}
 		return s, nil
 	}
@@ -286,13 +291,13 @@ func (b *budget) funcs() texttemplate.FuncMap {
 			return strings.TrimSpace(s), nil
 		},
 		"print": func(args ...any) (string, error) {
-			if err := b.sized(argsSize(args)); err != nil {
+			if err := b.sized(argsSize(args, b.maxValue)); err != nil {
 				return "", err
 			}
 			return str(fmt.Sprint(args...))
 		},
 		"println": func(args ...any) (string, error) {
-			if err := b.sized(argsSize(args) + 1); err != nil {
+			if err := b.sized(argsSize(args, b.maxValue) + 1); err != nil {
 				return "", err
 			}
 			return str(fmt.Sprintln(args...))
@@ -302,26 +307,26 @@ func (b *budget) funcs() texttemplate.FuncMap {
 			if err != nil {
 				return "", err
 			}
-			if err := b.sized(len(format) + extra + argsSize(args)); err != nil {
+			if err := b.sized(len(format) + extra + argsSize(args, b.maxValue)); err != nil {
 				return "", err
 			}
 			return str(fmt.Sprintf(format, args...))
 		},
 		// The escapers grow their input at most sixfold.
 		"html": func(args ...any) (string, error) {
-			if err := b.sized(argsSize(args)); err != nil {
+			if err := b.sized(argsSize(args, b.maxValue)); err != nil {
 				return "", err
 			}
 			return str(texttemplate.HTMLEscaper(args...))
 		},
 		"js": func(args ...any) (string, error) {
-			if err := b.sized(argsSize(args)); err != nil {
+			if err := b.sized(argsSize(args, b.maxValue)); err != nil {
 				return "", err
 			}
 			return str(texttemplate.JSEscaper(args...))
 		},
 		"urlquery": func(args ...any) (string, error) {
-			if err := b.sized(argsSize(args)); err != nil {
+			if err := b.sized(argsSize(args, b.maxValue)); err != nil {
 				return "", err
 			}
 			return str(texttemplate.URLQueryEscaper(args...))

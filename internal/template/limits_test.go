@@ -154,7 +154,7 @@ func TestRenderDeadline(t *testing.T) {
 	slow := inMinimal(`{{ range 10000 }}{{ $x := printf "%04096d" 0 }}{{ end }}`)
 
 	start := time.Now()
-	_, _, err := renderText(context.Background(), slow, sample(), renderLimits{steps: MaxRenderSteps, timeout: time.Millisecond})
+	_, _, err := renderText(context.Background(), slow, sample(), renderLimits{steps: MaxRenderSteps, timeout: time.Millisecond, output: MaxRenderedSize, value: MaxRenderedSize})
 	t.Logf("stopped %s after the start", time.Since(start))
 	if diff := cmp.Diff("line 10: template: rendering takes longer than the limit of 1ms", errString(err)); diff != "" {
 		t.Errorf("deadline error (-want +got):\n%s", diff)

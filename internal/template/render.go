@@ -163,14 +163,20 @@ func RenderText(content string, data Data) (string, *Template, error) {
 
 // RenderTextContext is RenderContext that also returns the rendered YAML.
 func RenderTextContext(ctx context.Context, content string, data Data) (string, *Template, error) {
-	return renderText(ctx, content, data, renderLimits{steps: MaxRenderSteps, timeout: RenderTimeout})
+	return renderText(ctx, content, data, defaultLimits)
 }
 
-// renderLimits are the limits of one render; tests lower them.
+// renderLimits are the limits of one render. Tests and the fuzz target
+// lower them to reach them quickly; the daemon and the provider use
+// defaultLimits.
 type renderLimits struct {
 	steps   int
 	timeout time.Duration
+	// output bounds the rendered text, value every string a function builds.
+	output, value int
 }
+
+var defaultLimits = renderLimits{steps: MaxRenderSteps, timeout: RenderTimeout, output: MaxRenderedSize, value: MaxRenderedSize}
 
 func renderText(ctx context.Context, content string, data Data, lim renderLimits) (string, *Template, error) {
 	if len(content) > MaxTemplateSize {
@@ -178,7 +184,7 @@ func renderText(ctx context.Context, content string, data Data, lim renderLimits
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, lim.timeout, errTimeout)
 	defer cancel()
-	b := &budget{ctx: ctx, max: lim.steps}
+	b := &budget{ctx: ctx, max: lim.steps, maxValue: lim.value}
 	tt, err := newTextTemplate(b).Parse(content)
 	if err != nil {
 		return "", nil, syntaxError(err)
@@ -187,7 +193,7 @@ func renderText(ctx context.Context, content string, data Data, lim renderLimits
 		return "", nil, err
 	}
 	instrument(tt)
-	out := &limitedBuffer{max: MaxRenderedSize}
+	out := &limitedBuffer{max: lim.output}
 	if err := tt.Execute(out, data.root()); err != nil {
 		return "", nil, limitError(err, lim)
 	}
@@ -203,7 +209,7 @@ func renderText(ctx context.Context, content string, data Data, lim renderLimits
 // that stopped the render if one did.
 func limitError(err error, lim renderLimits) error {
 	if errors.Is(err, errTooBig) {
-		return &Error{Field: "template", Msg: fmt.Sprintf("renders to more than the limit of %d bytes", MaxRenderedSize)}
+		return &Error{Field: "template", Msg: fmt.Sprintf("renders to more than the limit of %d bytes", lim.output)}
 	}
 	te := &Error{Field: "template"}
 	if !errors.As(execError(err), &te) {

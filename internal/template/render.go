@@ -2,13 +2,12 @@ package template
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	texttemplate "text/template"
+	"time"
 )
 
 // Data is what a template is rendered against. In the template:
@@ -25,7 +24,11 @@ import (
 //	{{ .device_1 }}                    Tinkerbell: MAC of the first interface (device_2, ...)
 //
 // Functions besides text/template's own: join, indent, nindent, quote,
-// b64enc, toJSON, default, lower, upper, trim.
+// b64enc, toJSON, default, lower, upper, trim. print, printf, println,
+// html, js and urlquery are replaced by versions that refuse to build a
+// string over MaxRenderedSize; printf widths are at most MaxFormatWidth.
+// A render is bounded in steps and time too (see limits.go), and a
+// template may not call itself.
 type Data struct {
 	Hardware    Hardware
 	Params      map[string]string
@@ -137,31 +140,62 @@ func (d Data) root() map[string]any {
 	return m
 }
 
-// Render executes content against data (missingkey=error), bounds the
-// output and parses the result. Rendering errors name the template line.
+// Render is RenderContext without a caller's context.
 func Render(content string, data Data) (*Template, error) {
-	_, t, err := RenderText(content, data)
+	return RenderContext(context.Background(), content, data)
+}
+
+// RenderContext executes content against data (missingkey=error) within
+// the render limits (MaxRenderSteps, RenderTimeout or ctx's deadline if
+// that comes first, MaxRenderedSize; see limits.go) and parses the
+// result. Rendering errors name the template line, or the limit passed.
+// It returns as soon as a limit is passed: the render runs in the caller's
+// goroutine and stops itself, so nothing is left running.
+func RenderContext(ctx context.Context, content string, data Data) (*Template, error) {
+	_, t, err := RenderTextContext(ctx, content, data)
 	return t, err
 }
 
 // RenderText is Render that also returns the rendered YAML.
 func RenderText(content string, data Data) (string, *Template, error) {
+	return RenderTextContext(context.Background(), content, data)
+}
+
+// RenderTextContext is RenderContext that also returns the rendered YAML.
+func RenderTextContext(ctx context.Context, content string, data Data) (string, *Template, error) {
+	return renderText(ctx, content, data, defaultLimits)
+}
+
+// renderLimits are the limits of one render. Tests and the fuzz target
+// lower them to reach them quickly; the daemon and the provider use
+// defaultLimits.
+type renderLimits struct {
+	steps   int
+	timeout time.Duration
+	// output bounds the rendered text, value every string a function builds.
+	output, value int
+}
+
+var defaultLimits = renderLimits{steps: MaxRenderSteps, timeout: RenderTimeout, output: MaxRenderedSize, value: MaxRenderedSize}
+
+func renderText(ctx context.Context, content string, data Data, lim renderLimits) (string, *Template, error) {
 	if len(content) > MaxTemplateSize {
 		return "", nil, &Error{Field: "template", Msg: fmt.Sprintf("is %d bytes, more than the limit of %d", len(content), MaxTemplateSize)}
 	}
-	tt, err := newTextTemplate().Parse(content)
+	ctx, cancel := context.WithTimeoutCause(ctx, lim.timeout, errTimeout)
+	defer cancel()
+	b := &budget{ctx: ctx, max: lim.steps, maxValue: lim.value}
+	tt, err := newTextTemplate(b).Parse(content)
 	if err != nil {
 		return "", nil, syntaxError(err)
 	}
 	if err := checkTree(tt, content); err != nil {
 		return "", nil, err
 	}
-	out := &limitedBuffer{max: MaxRenderedSize}
+	instrument(tt)
+	out := &limitedBuffer{max: lim.output}
 	if err := tt.Execute(out, data.root()); err != nil {
-		if errors.Is(err, errTooBig) {
-			return "", nil, &Error{Field: "template", Msg: fmt.Sprintf("renders to more than the limit of %d bytes", MaxRenderedSize)}
-		}
-		return "", nil, execError(err)
+		return "", nil, limitError(err, lim)
 	}
 	rendered := out.String()
 	t, err := parseYAML(rendered)
@@ -169,6 +203,25 @@ func RenderText(content string, data Data) (string, *Template, error) {
 		return rendered, nil, fmt.Errorf("rendered template: %w", err)
 	}
 	return rendered, t, nil
+}
+
+// limitError turns an execution error into an Error, naming the limit
+// that stopped the render if one did.
+func limitError(err error, lim renderLimits) error {
+	if errors.Is(err, errTooBig) {
+		return &Error{Field: "template", Msg: fmt.Sprintf("renders to more than the limit of %d bytes", lim.output)}
+	}
+	te := &Error{Field: "template"}
+	if !errors.As(execError(err), &te) {
+		return execError(err)
+	}
+	switch {
+	case errors.Is(err, errSteps):
+		te.Msg = fmt.Sprintf("rendering takes more than the limit of %d steps (range iterations, template calls and function calls)", lim.steps)
+	case errors.Is(err, errTimeout):
+		te.Msg = fmt.Sprintf("rendering takes longer than the limit of %s", lim.timeout)
+	}
+	return te
 }
 
 // execError extracts the line of a text/template execution error.
@@ -193,41 +246,4 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		return 0, errTooBig
 	}
 	return b.Buffer.Write(p)
-}
-
-func indent(n int, s string) string {
-	if n < 0 || n > 256 {
-		n = 0
-	}
-	pad := strings.Repeat(" ", n)
-	return pad + strings.ReplaceAll(s, "\n", "\n"+pad)
-}
-
-var funcs = texttemplate.FuncMap{
-	"join": func(sep string, v []string) string { return strings.Join(v, sep) },
-	// indent prefixes every line with n spaces; nindent adds a newline first
-	// (for YAML block scalars: "CONTENTS: |{{ .UserData | nindent 10 }}").
-	"indent":  indent,
-	"nindent": func(n int, s string) string { return "\n" + indent(n, s) },
-	"quote": func(s string) string {
-		b, _ := json.Marshal(s) // a JSON string is a valid YAML double-quoted scalar
-		return string(b)
-	},
-	"b64enc": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
-	"toJSON": func(v any) (string, error) {
-		b, err := json.Marshal(v)
-		return string(b), err
-	},
-	"default": func(def, v any) any {
-		if v == nil {
-			return def
-		}
-		if s, ok := v.(string); ok && s == "" {
-			return def
-		}
-		return v
-	},
-	"lower": strings.ToLower,
-	"upper": strings.ToUpper,
-	"trim":  strings.TrimSpace,
 }

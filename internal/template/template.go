@@ -47,7 +47,6 @@ import (
 	"strconv"
 	"strings"
 	texttemplate "text/template"
-	"text/template/parse"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -220,7 +219,7 @@ func Parse(content string) (*Template, error) {
 	if len(content) > MaxTemplateSize {
 		return nil, &Error{Field: "template", Msg: fmt.Sprintf("is %d bytes, more than the limit of %d", len(content), MaxTemplateSize)}
 	}
-	tt, err := newTextTemplate().Parse(content)
+	tt, err := newTextTemplate(nil).Parse(content)
 	if err != nil {
 		return nil, syntaxError(err)
 	}
@@ -248,61 +247,14 @@ func Parse(content string) (*Template, error) {
 // controlRE finds actions that can change the shape of the YAML.
 var controlRE = regexp.MustCompile(`\{\{-?\s*(if|range|with|define|block|template)\b`)
 
-// maxRangeInt bounds {{ range N }} over an integer literal, so a template
-// cannot spin the daemon in a loop that writes nothing.
-const maxRangeInt = 10000
-
-// checkTree refuses constructs that would make rendering unbounded.
-func checkTree(tt *texttemplate.Template, content string) error {
-	var walk func(n parse.Node) error
-	walk = func(n parse.Node) error {
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return nil
-			}
-			for _, c := range n.Nodes {
-				if err := walk(c); err != nil {
-					return err
-				}
-			}
-		case *parse.RangeNode:
-			for _, c := range n.Pipe.Cmds {
-				for _, a := range c.Args {
-					if num, ok := a.(*parse.NumberNode); ok && (!num.IsInt || num.Int64 > maxRangeInt) {
-						return &Error{Line: 1 + strings.Count(content[:min(int(n.Position()), len(content))], "\n"), Field: "template", Msg: fmt.Sprintf("range over %s: at most %d iterations", num.Text, maxRangeInt)}
-					}
-				}
-			}
-			if err := walk(n.List); err != nil {
-				return err
-			}
-			return walk(n.ElseList)
-		case *parse.IfNode:
-			if err := walk(n.List); err != nil {
-				return err
-			}
-			return walk(n.ElseList)
-		case *parse.WithNode:
-			if err := walk(n.List); err != nil {
-				return err
-			}
-			return walk(n.ElseList)
-		}
-		return nil
+// newTextTemplate returns an empty template with the functions of b (nil:
+// for parsing only).
+func newTextTemplate(b *budget) *texttemplate.Template {
+	fm := parseFuncs
+	if b != nil {
+		fm = b.funcs()
 	}
-	for _, t := range tt.Templates() {
-		if t.Tree != nil {
-			if err := walk(t.Root); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func newTextTemplate() *texttemplate.Template {
-	return texttemplate.New("template").Option("missingkey=error").Funcs(funcs)
+	return texttemplate.New("template").Option("missingkey=error").Funcs(fm)
 }
 
 var templateLineRE = regexp.MustCompile(`^template: template:(\d+)(?::\d+)?: (.*)$`)

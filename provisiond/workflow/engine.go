@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -117,6 +118,8 @@ type Engine struct {
 	power Power
 	opts  Options
 	m     metrics
+	// render renders a template (template.RenderContext; tests slow it).
+	render func(ctx context.Context, content string, data template.Data) (*template.Template, error)
 
 	mu      sync.Mutex
 	runCtx  context.Context // set while Serve runs
@@ -131,6 +134,7 @@ func New(st *store.Store, log *slog.Logger, reg prometheus.Registerer, power Pow
 	return &Engine{
 		st: st, log: log.With("component", "workflow"), power: power, opts: opts,
 		m:       newMetrics(reg),
+		render:  template.RenderContext,
 		drivers: map[string]chan struct{}{},
 		seen:    map[string]time.Time{},
 	}
@@ -230,32 +234,90 @@ func (e *Engine) lastSeen(id string) time.Time {
 // ---------------------------------------------------------------- machines
 
 // Provision stores a machine with its provision workflow, rendered from
-// its template for its hardware, in one transaction, and starts it.
-// ErrConflict if the hardware already holds a machine.
+// its template for its hardware, and starts it. ErrConflict if the
+// hardware already holds a machine.
+//
+// The template renders between a read and the write transaction, never
+// inside it: a render may take up to template.RenderTimeout, and bbolt
+// has one writer, so rendering inside the write held up every other write
+// (DHCP acks, agent reports, API calls) for as long. The write checks
+// that what the render read is unchanged and renders again if not.
 func (e *Engine) Provision(ctx context.Context, m store.Machine) (store.Machine, error) {
+	for attempt := 1; ; attempt++ {
+		w, tplName, err := e.provisionOnce(ctx, &m)
+		if errors.Is(err, errInputsChanged) && attempt < renderAttempts {
+			continue
+		}
+		if errors.Is(err, errInputsChanged) {
+			err = fmt.Errorf("hardware %q or template %q changed %d times while the template rendered: %w", m.HardwareID, m.TemplateID, attempt, store.ErrConflict)
+		}
+		if err != nil {
+			return store.Machine{}, fmt.Errorf("provision %s: %w", m.HardwareID, err)
+		}
+		e.m.started.WithLabelValues(store.KindProvision).Inc()
+		e.log.InfoContext(ctx, "provision started", "hardware", m.HardwareID, "workflow", w.ID, "template", tplName, "actions", len(w.Actions))
+		e.start(w.ID)
+		return m, nil
+	}
+}
+
+// renderAttempts bounds how often Provision and Deprovision render again
+// because their inputs changed during a render.
+const renderAttempts = 3
+
+// errInputsChanged: what a render read changed before its result was written.
+var errInputsChanged = errors.New("render inputs changed")
+
+// provisionInputs reads what a provision renders from, refusing hardware
+// that holds a machine already.
+func provisionInputs(tx *store.Tx, m store.Machine) (store.Hardware, store.Template, error) {
+	hw, err := tx.Hardware(m.HardwareID)
+	if err != nil {
+		return store.Hardware{}, store.Template{}, err
+	}
+	tpl, err := tx.Template(m.TemplateID)
+	if err != nil {
+		return store.Hardware{}, store.Template{}, err
+	}
+	if old, err := tx.Machine(m.HardwareID); err == nil {
+		return store.Hardware{}, store.Template{}, fmt.Errorf("hardware %q is already held by a machine (template %q): %w", hw.ID, old.TemplateID, store.ErrConflict)
+	}
+	return hw, tpl, nil
+}
+
+// provisionOnce is one read, render, write of Provision; m gets its
+// workflow id and times.
+func (e *Engine) provisionOnce(ctx context.Context, m *store.Machine) (store.Workflow, string, error) {
+	var hw store.Hardware
+	var tpl store.Template
+	err := e.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		hw, tpl, err = provisionInputs(tx, *m)
+		return err
+	})
+	if err != nil {
+		return store.Workflow{}, "", err
+	}
+	if m.Wipe == "" {
+		m.Wipe = template.WipeQuick
+	}
+	if err := checkWipe(m.Wipe); err != nil {
+		return store.Workflow{}, "", err
+	}
+	data := e.data(hw, *m)
+	rendered, err := e.render(ctx, tpl.Content, data)
+	if err != nil {
+		return store.Workflow{}, "", fmt.Errorf("render template %q for hardware %q: %w: %w", tpl.Name, hw.ID, ErrInvalid, err)
+	}
 	now := e.now()
 	var w store.Workflow
-	err := e.st.Batch(ctx, func(tx *store.Tx) error {
-		hw, err := tx.Hardware(m.HardwareID)
+	err = e.st.Batch(ctx, func(tx *store.Tx) error {
+		hw2, tpl2, err := provisionInputs(tx, *m)
 		if err != nil {
 			return err
 		}
-		tpl, err := tx.Template(m.TemplateID)
-		if err != nil {
-			return err
-		}
-		if old, err := tx.Machine(m.HardwareID); err == nil {
-			return fmt.Errorf("hardware %q is already held by a machine (template %q): %w", hw.ID, old.TemplateID, store.ErrConflict)
-		}
-		if m.Wipe == "" {
-			m.Wipe = template.WipeQuick
-		}
-		if err := checkWipe(m.Wipe); err != nil {
-			return err
-		}
-		rendered, err := template.Render(tpl.Content, e.data(hw, m))
-		if err != nil {
-			return fmt.Errorf("render template %q for hardware %q: %w: %w", tpl.Name, hw.ID, ErrInvalid, err)
+		if tpl2.Content != tpl.Content || !reflect.DeepEqual(e.data(hw2, *m), data) {
+			return errInputsChanged
 		}
 		w = store.Workflow{
 			ID: store.NewID(), HardwareID: hw.ID, TemplateID: tpl.ID, Kind: store.KindProvision,
@@ -266,32 +328,83 @@ func (e *Engine) Provision(ctx context.Context, m store.Machine) (store.Machine,
 		if err := tx.PutWorkflow(w); err != nil {
 			return err
 		}
-		if err := tx.PutMachine(m); err != nil {
+		if err := tx.PutMachine(*m); err != nil {
 			return err
 		}
 		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hw.ID, Type: "state", State: w.State,
-			Message: fmt.Sprintf("provision workflow created from template %q: %d action(s)", tpl.Name, len(w.Actions))})
+			Message: fmt.Sprintf("provision workflow created from template %q: %d action(s)", tpl2.Name, len(w.Actions))})
 		return err
 	})
-	if err != nil {
-		return store.Machine{}, fmt.Errorf("provision %s: %w", m.HardwareID, err)
-	}
-	e.m.started.WithLabelValues(store.KindProvision).Inc()
-	e.log.InfoContext(ctx, "provision started", "hardware", m.HardwareID, "workflow", w.ID, "actions", len(w.Actions))
-	e.start(w.ID)
-	return m, nil
+	return w, tpl.Name, err
 }
 
 // Deprovision cancels the machine's running workflow, if any, and starts a
 // deprovision: boot the agent, wipe the disks (wipe overrides the
 // machine's setting; "none" skips the boot), power off, delete the
-// machine. A deprovision already under way is returned as is.
+// machine. A deprovision already under way is returned as is. Like
+// Provision, it renders the wipe workflow outside the write transaction.
 func (e *Engine) Deprovision(ctx context.Context, hardwareID, wipe string) (store.Machine, error) {
+	for attempt := 1; ; attempt++ {
+		m, w, cancelled, mode, err := e.deprovisionOnce(ctx, hardwareID, wipe)
+		if errors.Is(err, errInputsChanged) && attempt < renderAttempts {
+			continue
+		}
+		if errors.Is(err, errInputsChanged) {
+			err = fmt.Errorf("hardware %q changed %d times while the wipe workflow rendered: %w", hardwareID, attempt, store.ErrConflict)
+		}
+		if err != nil {
+			return store.Machine{}, fmt.Errorf("deprovision %s: %w", hardwareID, err)
+		}
+		if cancelled != "" {
+			e.finished(store.KindProvision, store.StateCancelled, time.Time{})
+			e.poke(cancelled)
+		}
+		if w.ID != "" {
+			e.m.started.WithLabelValues(store.KindDeprovision).Inc()
+			e.log.InfoContext(ctx, "deprovision started", "hardware", hardwareID, "workflow", w.ID, "wipe", mode, "cancelled", cancelled)
+			e.start(w.ID)
+		}
+		return m, nil
+	}
+}
+
+// wipeMode is the wipe a deprovision does: the request's, else the
+// machine's, else quick.
+func wipeMode(requested string, m store.Machine) string {
+	switch {
+	case requested != "":
+		return requested
+	case m.Wipe != "":
+		return m.Wipe
+	}
+	return template.WipeQuick
+}
+
+// deprovisionOnce is one read, render, write of Deprovision.
+func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested string) (m store.Machine, w store.Workflow, cancelled, wipe string, err error) {
+	var hw store.Hardware
+	err = e.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if m, err = tx.Machine(hardwareID); err != nil {
+			return err
+		}
+		hw, err = tx.Hardware(hardwareID)
+		return err
+	})
+	if err != nil {
+		return m, w, "", "", err
+	}
+	// Render now; whether the result (or its error) is needed is decided
+	// in the write, where it was decided before rendering moved out.
+	wipe = wipeMode(requested, m)
+	data := template.Data{Hardware: templateHardware(hw), Params: map[string]string{"wipe_mode": wipe}}
+	var rendered *template.Template
+	var renderErr error
+	if checkWipe(wipe) == nil && wipe != template.WipeNone && len(hw.Disks) > 0 {
+		rendered, renderErr = e.render(ctx, WipeTemplate, data)
+	}
 	now := e.now()
-	var m store.Machine
-	var w store.Workflow
-	var cancelled string
-	err := e.st.Batch(ctx, func(tx *store.Tx) error {
+	err = e.st.Batch(ctx, func(tx *store.Tx) error {
 		cancelled, w = "", store.Workflow{}
 		var err error
 		if m, err = tx.Machine(hardwareID); err != nil {
@@ -301,11 +414,8 @@ func (e *Engine) Deprovision(ctx context.Context, hardwareID, wipe string) (stor
 		if err != nil {
 			return err
 		}
-		if wipe == "" {
-			wipe = m.Wipe
-		}
-		if wipe == "" {
-			wipe = template.WipeQuick
+		if wipeMode(requested, m) != wipe || !reflect.DeepEqual(templateHardware(hw), data.Hardware) {
+			return errInputsChanged
 		}
 		if err := checkWipe(wipe); err != nil {
 			return err
@@ -328,9 +438,8 @@ func (e *Engine) Deprovision(ctx context.Context, hardwareID, wipe string) (stor
 			if len(hw.Disks) == 0 {
 				return fmt.Errorf("%w: hardware %q lists no disks to wipe: add its disks, or deprovision with wipe \"none\"", ErrInvalid, hardwareID)
 			}
-			rendered, err := template.Render(WipeTemplate, template.Data{Hardware: templateHardware(hw), Params: map[string]string{"wipe_mode": wipe}})
-			if err != nil {
-				return fmt.Errorf("render wipe workflow: %w", err)
+			if renderErr != nil {
+				return fmt.Errorf("render wipe workflow: %w", renderErr)
 			}
 			w.GlobalTimeout, w.Actions = rendered.GlobalTimeout, actionsOf(rendered)
 		}
@@ -345,19 +454,7 @@ func (e *Engine) Deprovision(ctx context.Context, hardwareID, wipe string) (stor
 			Message: fmt.Sprintf("deprovision workflow created: wipe %s", wipe)})
 		return err
 	})
-	if err != nil {
-		return store.Machine{}, fmt.Errorf("deprovision %s: %w", hardwareID, err)
-	}
-	if cancelled != "" {
-		e.finished(store.KindProvision, store.StateCancelled, time.Time{})
-		e.poke(cancelled)
-	}
-	if w.ID != "" {
-		e.m.started.WithLabelValues(store.KindDeprovision).Inc()
-		e.log.InfoContext(ctx, "deprovision started", "hardware", hardwareID, "workflow", w.ID, "wipe", wipe, "cancelled", cancelled)
-		e.start(w.ID)
-	}
-	return m, nil
+	return m, w, cancelled, wipe, err
 }
 
 func checkWipe(mode string) error {

@@ -58,11 +58,13 @@ func quote(s string) string {
 	return strconv.Quote(s[:cut]) + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// IDPattern is what ID accepts; it is exported for callers that check
+// other ids (templates) by the same rule. Do not modify it.
+var IDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ID checks a hardware (or template) id.
 func ID(s string) error {
-	if !idRE.MatchString(s) {
+	if !IDPattern.MatchString(s) {
 		return fmt.Errorf("id %s: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", quote(s))
 	}
 	return nil

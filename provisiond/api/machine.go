@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc/codes"
@@ -62,6 +63,11 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 			return nil, status.Errorf(codes.InvalidArgument, "provision machine: ssh_keys[%d]: one key per entry, without line breaks", i)
 		}
 	}
+	if w := req.GetWipe(); w != "" {
+		if err := hwspec.Wipe(w); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "provision machine: wipe: %v", err)
+		}
+	}
 	m := store.Machine{
 		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: copyMap(req.GetParameters()),
 		UserData: req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
@@ -107,6 +113,11 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 	eng, err := a.machines()
 	if err != nil {
 		return nil, err
+	}
+	if w := req.GetWipe(); w != "" {
+		if err := hwspec.Wipe(w); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "deprovision machine: wipe: %v", err)
+		}
 	}
 	m, err := eng.Deprovision(ctx, req.GetHardwareId(), req.GetWipe())
 	if err != nil {

@@ -123,7 +123,7 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Optional:    true,
 				Computed:    true,
 				Default:     stringdefault.StaticString("quick"),
-				Validators:  []validator.String{stringvalidator.OneOf("none", "quick", "zero", "discard")},
+				Validators:  []validator.String{wipeValidator()},
 			},
 			"power": schema.StringAttribute{
 				Description:   "Desired power state once installed: `on` or `off`. Changes in place through the BMC. Unset: not managed, and the attribute shows the state provisiond last saw.",

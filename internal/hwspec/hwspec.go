@@ -278,7 +278,7 @@ func BMCAddress(s string) error {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return fmt.Errorf("BMC address %s has a port: set the address %s and put %d in the BMC port", quote(s), ap.Addr(), ap.Port())
 	}
-	if host, port, err := net.SplitHostPort(s); err == nil {
+	if host, port, err := net.SplitHostPort(s); err == nil && len(port) <= 5 && strings.Trim(port, "0123456789") == "" && port != "" {
 		return fmt.Errorf("BMC address %s has a port: set the address %s and put %s in the BMC port", quote(s), quote(host), port)
 	}
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {

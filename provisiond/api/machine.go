@@ -68,8 +68,12 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 			return nil, status.Errorf(codes.InvalidArgument, "provision machine: wipe: %v", err)
 		}
 	}
+	params, err := mergeParameters(req.GetParameters(), req.GetSensitiveParameters())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "provision machine: %v", err)
+	}
 	m := store.Machine{
-		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: copyMap(req.GetParameters()),
+		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: params,
 		UserData: req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
 	}
 	m, err = eng.Provision(ctx, m)
@@ -79,6 +83,26 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 	a.log.InfoContext(ctx, "machine provisioning", "hardware", m.HardwareID, "template", m.TemplateID, "workflow", m.WorkflowID)
 	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, m.HardwareID) })
 	return out, machineError("provision machine", err)
+}
+
+// mergeParameters is the parameters a template renders with: the plain
+// ones and the sensitive ones, whose names may not repeat. Errors name
+// the parameter, never its value.
+func mergeParameters(plain, sensitive map[string]string) (map[string]string, error) {
+	out := copyMap(plain)
+	if len(sensitive) == 0 {
+		return out, nil
+	}
+	if out == nil {
+		out = make(map[string]string, len(sensitive))
+	}
+	for k, v := range sensitive {
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("parameter %q is both in parameters and in sensitive_parameters: give it once", k)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // GetMachine returns a machine with its current workflow.

@@ -474,10 +474,17 @@ func (x *BMC) GetPasswordSet() bool {
 	return false
 }
 
+// Netboot gates network booting; provisiond's workflows switch both on
+// when they start and off when their actions are done.
 type Netboot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AllowPxe      bool                   `protobuf:"varint,1,opt,name=allow_pxe,json=allowPxe,proto3" json:"allow_pxe,omitempty"`
-	AllowWorkflow bool                   `protobuf:"varint,2,opt,name=allow_workflow,json=allowWorkflow,proto3" json:"allow_workflow,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server may netboot: DHCP hands it the boot file and /ipxe/{mac}
+	// answers. Off: no boot file, so the firmware boots its disk.
+	AllowPxe bool `protobuf:"varint,1,opt,name=allow_pxe,json=allowPxe,proto3" json:"allow_pxe,omitempty"`
+	// The server may run a workflow: the iPXE script boots the agent OS and
+	// mints its token only when this and allow_pxe are on; otherwise it
+	// boots the local disk.
+	AllowWorkflow bool `protobuf:"varint,2,opt,name=allow_workflow,json=allowWorkflow,proto3" json:"allow_workflow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

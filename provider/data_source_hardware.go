@@ -41,11 +41,16 @@ type hardwareDataModel struct {
 	Metadata   jsontypes.Normalized `tfsdk:"metadata"`
 	Power      types.String         `tfsdk:"power"`
 	Allocated  types.Bool           `tfsdk:"allocated"`
+	Netboot    types.Object         `tfsdk:"netboot"`
 }
 
 var interfaceType = types.ObjectType{AttrTypes: map[string]attr.Type{
 	"mac": types.StringType, "ip": types.StringType, "gateway": types.StringType,
 	"name_servers": types.ListType{ElemType: types.StringType},
+}}
+
+var netbootType = types.ObjectType{AttrTypes: map[string]attr.Type{
+	"allow_pxe": types.BoolType, "allow_workflow": types.BoolType,
 }}
 
 var bmcDataType = types.ObjectType{AttrTypes: map[string]attr.Type{
@@ -103,6 +108,20 @@ func (d *hardwareDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			"metadata":  schema.StringAttribute{Description: "The JSON metadata served to the machine.", Computed: true, CustomType: jsontypes.NormalizedType{}},
 			"power":     schema.StringAttribute{Description: "Power state provisiond last saw: `on`, `off`, `unknown`, or null if never asked.", Computed: true},
 			"allocated": schema.BoolAttribute{Description: "Whether a machine is installed on this hardware.", Computed: true},
+			"netboot": schema.SingleNestedAttribute{
+				Description: "provisiond's netboot gates for the server, as its workflows set them: both on from the start of a provision or deprovision workflow until its actions are done, both off otherwise. Read-only: no resource sets them.",
+				Computed:    true,
+				Attributes: map[string]schema.Attribute{
+					"allow_pxe": schema.BoolAttribute{
+						Description: "The server may netboot: provisiond's DHCP hands it the boot file (iPXE) and `/ipxe/{mac}` answers it. Off: DHCP leaves the boot file out, so the firmware moves on to the local disk.",
+						Computed:    true,
+					},
+					"allow_workflow": schema.BoolAttribute{
+						Description: "The server may run a workflow: the iPXE script boots the agent OS with a one-time agent token only when this and `allow_pxe` are both on; otherwise the script boots the local disk and mints no token.",
+						Computed:    true,
+					},
+				},
+			},
 		},
 	}
 }
@@ -211,5 +230,10 @@ func (d *hardwareDataSource) Read(ctx context.Context, req datasource.ReadReques
 	})
 	resp.Diagnostics.Append(diags...)
 	out.BMC = o
+	nb, diags := types.ObjectValue(netbootType.AttrTypes, map[string]attr.Value{
+		"allow_pxe": types.BoolValue(h.GetNetboot().GetAllowPxe()), "allow_workflow": types.BoolValue(h.GetNetboot().GetAllowWorkflow()),
+	})
+	resp.Diagnostics.Append(diags...)
+	out.Netboot = nb
 	resp.Diagnostics.Append(resp.State.Set(ctx, out)...)
 }

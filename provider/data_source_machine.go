@@ -48,7 +48,7 @@ func (d *machineDataSource) Schema(_ context.Context, _ datasource.SchemaRequest
 		Attributes: map[string]schema.Attribute{
 			"hardware_id":    schema.StringAttribute{Description: "Hardware id of the machine.", Required: true},
 			"template_id":    c("Id of the template it was installed with."),
-			"parameters":     schema.MapAttribute{Description: "Template parameters.", Computed: true, ElementType: types.StringType},
+			"parameters":     schema.MapAttribute{Description: "Template parameters, the machine's `sensitive_parameters` included (provisiond does not yet tell them apart), so the whole map is marked sensitive.", Computed: true, Sensitive: true, ElementType: types.StringType},
 			"ssh_keys":       schema.ListAttribute{Description: "SSH public keys.", Computed: true, ElementType: types.StringType},
 			"wipe":           c("Wipe applied when the machine is deprovisioned."),
 			"power":          c("Power state provisiond last saw: `on`, `off`, `unknown`, or null."),

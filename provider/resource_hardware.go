@@ -21,14 +21,17 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 )
 
 var (
-	_ resource.ResourceWithConfigure   = (*hardwareResource)(nil)
-	_ resource.ResourceWithImportState = (*hardwareResource)(nil)
+	_ resource.ResourceWithConfigure      = (*hardwareResource)(nil)
+	_ resource.ResourceWithImportState    = (*hardwareResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*hardwareResource)(nil)
 )
 
 // hardwareResource manages a server known to provisiond.
@@ -88,20 +91,20 @@ func interfacesSchema() schema.ListNestedAttribute {
 					PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 				},
 				"ip": schema.StringAttribute{
-					Description: "IPv4 address with prefix length (`10.0.0.5/24`) that DHCP reserves for this interface. Unset: no reservation.",
+					Description: "IPv4 address with prefix length (`10.0.0.5/24`) that DHCP reserves for this interface; not the network or broadcast address of the prefix. Unset: no reservation.",
 					Optional:    true,
 					Validators:  []validator.String{cidrValidator()},
 				},
 				"gateway": schema.StringAttribute{
-					Description: "IPv4 default gateway handed out with the address.",
+					Description: "IPv4 default gateway handed out with the address; not the interface's own address, nor the network or broadcast address of its prefix.",
 					Optional:    true,
-					Validators:  []validator.String{ipv4Validator()},
+					Validators:  []validator.String{gatewayValidator()},
 				},
 				"name_servers": schema.ListAttribute{
 					Description: "DNS servers handed out with the address.",
 					Optional:    true,
 					ElementType: types.StringType,
-					Validators:  []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(ipValidator())},
+					Validators:  []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(nameServerValidator())},
 				},
 			},
 		},
@@ -130,7 +133,7 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Optional:    true,
 				Computed:    true,
 				Default:     stringdefault.StaticString("x86_64"),
-				Validators:  []validator.String{stringvalidator.OneOf("x86_64", "aarch64")},
+				Validators:  []validator.String{archValidator()},
 			},
 			"uefi": schema.BoolAttribute{
 				Description: "Whether the server boots with UEFI firmware (false: legacy BIOS).",
@@ -139,7 +142,7 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Default:     booldefault.StaticBool(false),
 			},
 			"disks": schema.ListAttribute{
-				Description: "Block devices in the order templates index them (`{{ .Hardware.Disks 0 }}`), e.g. `[\"/dev/sda\"]`.",
+				Description: "Block devices in the order templates index them (`{{ .Hardware.Disks 0 }}`), e.g. `[\"/dev/sda\"]`: one clean path under `/dev/` per entry (`/dev/nvme0n1`, `/dev/disk/by-id/...`).",
 				Optional:    true,
 				ElementType: types.StringType,
 				Validators:  []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(diskValidator())},
@@ -151,11 +154,12 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 					"driver": schema.StringAttribute{
 						Description: "`ipmi`, `redfish` or `manual`.",
 						Required:    true,
-						Validators:  []validator.String{stringvalidator.OneOf("ipmi", "redfish", "manual")},
+						Validators:  []validator.String{bmcDriverValidator()},
 					},
 					"address": schema.StringAttribute{
-						Description: "BMC host name or IP address (required for `ipmi` and `redfish`).",
+						Description: "BMC host name or IP address, without a port (that is `port`) or URL scheme, e.g. `10.0.1.5`, `fe80::1` or `bmc-r1-u12.example.com`. Required for `ipmi` and `redfish`.",
 						Optional:    true,
+						Validators:  []validator.String{bmcAddressValidator()},
 					},
 					"port": schema.Int64Attribute{
 						Description: "BMC port; unset means the driver's default (623 for IPMI, 443 for Redfish).",
@@ -198,10 +202,10 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				},
 			},
 			"labels": schema.MapAttribute{
-				Description: "Free-form labels, e.g. rack or role; data sources and provisiond's list calls filter on them.",
+				Description: "Labels, e.g. rack or role; data sources and provisiond's list calls filter on them. A key is an optional DNS-name prefix and `/`, then 1-63 letters, digits, `.`, `_` or `-` that start and end with a letter or digit (`rack`, `example.com/role`); a value is at most 256 printable characters (no line breaks), and may be empty.",
 				Optional:    true,
 				ElementType: types.StringType,
-				Validators:  []validator.Map{mapvalidator.SizeAtLeast(1)},
+				Validators:  []validator.Map{mapvalidator.SizeAtLeast(1), mapvalidator.KeysAre(labelKeyValidator()), mapvalidator.ValueStringsAre(labelValueValidator())},
 			},
 			"metadata": schema.StringAttribute{
 				Description:   "A JSON object (use `jsonencode`) that the metadata service serves to the machine at `/metadata`. Compared as JSON: formatting changes show no diff.",
@@ -214,6 +218,59 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 		},
 	}
 }
+
+// ValidateConfig runs the checks that span attributes, as provisiond
+// does: a MAC listed twice, a gateway that is its interface's own or
+// its subnet's network or broadcast address, a BMC driver that needs an
+// address without one.
+func (r *hardwareResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var nics types.List
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("interfaces"), &nics)...)
+	if !nics.IsNull() && !nics.IsUnknown() {
+		seen := map[string]int{}
+		for i, el := range nics.Elements() {
+			obj, ok := el.(types.Object)
+			if !ok || obj.IsNull() || obj.IsUnknown() {
+				continue
+			}
+			var nic interfaceModel
+			if diags := obj.As(ctx, &nic, basetypes.ObjectAsOptions{}); diags.HasError() {
+				continue
+			}
+			at := path.Root("interfaces").AtListIndex(i)
+			if known(nic.MAC) {
+				if mac, err := hwspec.MAC(nic.MAC.ValueString()); err == nil {
+					if j, dup := seen[mac]; dup {
+						resp.Diagnostics.AddAttributeError(at.AtName("mac"), "Duplicate MAC address",
+							fmt.Sprintf("MAC address %s is also interfaces[%d]'s: each interface needs its own.", mac, j))
+					}
+					seen[mac] = i
+				}
+			}
+			if known(nic.Gateway) && known(nic.IP) && hwspec.Gateway(nic.Gateway.ValueString()) == nil && hwspec.IPv4Prefix(nic.IP.ValueString()) == nil {
+				if err := hwspec.GatewayFor(nic.Gateway.ValueString(), nic.IP.ValueString()); err != nil {
+					resp.Diagnostics.AddAttributeError(at.AtName("gateway"), "Invalid gateway", err.Error())
+				}
+			}
+		}
+	}
+	var bmc types.Object
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("bmc"), &bmc)...)
+	if bmc.IsNull() || bmc.IsUnknown() {
+		return
+	}
+	var b bmcModel
+	if diags := bmc.As(ctx, &b, basetypes.ObjectAsOptions{}); diags.HasError() {
+		return
+	}
+	if known(b.Driver) && b.Driver.ValueString() != "manual" && b.Address.IsNull() {
+		resp.Diagnostics.AddAttributeError(path.Root("bmc").AtName("address"), "Missing BMC address",
+			fmt.Sprintf("Driver %q reaches the BMC over the network: set bmc.address to its host name or IP address (or use driver \"manual\").", b.Driver.ValueString()))
+	}
+}
+
+// known reports whether v holds a value (neither null nor unknown).
+func known(v types.String) bool { return !v.IsNull() && !v.IsUnknown() }
 
 func (r *hardwareResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
 	r.client = clientFrom(req.ProviderData, &resp.Diagnostics)

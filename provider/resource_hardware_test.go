@@ -193,6 +193,9 @@ data "baremetal_hardware" "by_id" {
 				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("allocated"), knownvalue.Bool(false)),
 				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("metadata"), knownvalue.StringExact(`{"a":[1,2]}`)),
 				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("interfaces").AtSliceIndex(0).AtMapKey("ip"), knownvalue.StringExact("10.99.0.10/24")),
+				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("netboot"), knownvalue.ObjectExact(map[string]knownvalue.Check{
+					"allow_pxe": knownvalue.Bool(false), "allow_workflow": knownvalue.Bool(false),
+				})),
 			},
 		}},
 	})

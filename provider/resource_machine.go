@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
@@ -16,6 +19,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
@@ -31,8 +35,9 @@ import (
 )
 
 var (
-	_ resource.ResourceWithConfigure   = (*machineResource)(nil)
-	_ resource.ResourceWithImportState = (*machineResource)(nil)
+	_ resource.ResourceWithConfigure      = (*machineResource)(nil)
+	_ resource.ResourceWithImportState    = (*machineResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*machineResource)(nil)
 )
 
 // Default timeouts of the machine's operations.
@@ -55,21 +60,24 @@ type machineResource struct {
 func NewMachineResource() resource.Resource { return &machineResource{retryWait: 2 * time.Second} }
 
 type machineModel struct {
-	ID            types.String   `tfsdk:"id"`
-	HardwareID    types.String   `tfsdk:"hardware_id"`
-	TemplateID    types.String   `tfsdk:"template_id"`
-	Parameters    types.Map      `tfsdk:"parameters"`
-	UserData      types.String   `tfsdk:"user_data"`
-	SSHKeys       types.List     `tfsdk:"ssh_keys"`
-	Wipe          types.String   `tfsdk:"wipe"`
-	Power         types.String   `tfsdk:"power"`
-	Timeouts      timeouts.Value `tfsdk:"timeouts"`
-	State         types.String   `tfsdk:"state"`
-	IP            types.String   `tfsdk:"ip"`
-	WorkflowID    types.String   `tfsdk:"workflow_id"`
-	ProvisionedAt types.String   `tfsdk:"provisioned_at"`
-	Error         types.String   `tfsdk:"error"`
-	OutputTail    types.String   `tfsdk:"output_tail"`
+	ID                types.String   `tfsdk:"id"`
+	HardwareID        types.String   `tfsdk:"hardware_id"`
+	TemplateID        types.String   `tfsdk:"template_id"`
+	Parameters        types.Map      `tfsdk:"parameters"`
+	SensitiveParams   types.Map      `tfsdk:"sensitive_parameters"`
+	UserData          types.String   `tfsdk:"user_data"`
+	UserDataWO        types.String   `tfsdk:"user_data_wo"`
+	UserDataWOVersion types.Int64    `tfsdk:"user_data_wo_version"`
+	SSHKeys           types.List     `tfsdk:"ssh_keys"`
+	Wipe              types.String   `tfsdk:"wipe"`
+	Power             types.String   `tfsdk:"power"`
+	Timeouts          timeouts.Value `tfsdk:"timeouts"`
+	State             types.String   `tfsdk:"state"`
+	IP                types.String   `tfsdk:"ip"`
+	WorkflowID        types.String   `tfsdk:"workflow_id"`
+	ProvisionedAt     types.String   `tfsdk:"provisioned_at"`
+	Error             types.String   `tfsdk:"error"`
+	OutputTail        types.String   `tfsdk:"output_tail"`
 }
 
 func (r *machineResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -106,10 +114,35 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				PlanModifiers: []planmodifier.Map{mapplanmodifier.RequiresReplace()},
 			},
 			"user_data": schema.StringAttribute{
-				Description:   "User data (e.g. cloud-init) that the metadata service serves to the installed server at `/2009-04-04/user-data`. Changing it reinstalls the server.",
+				Description:   "User data (e.g. cloud-init) that the metadata service serves to the installed server at `/2009-04-04/user-data`. Changing it reinstalls the server. Terraform keeps it in state (marked sensitive); prefer `user_data_wo` with Terraform 1.11 or later when it holds secrets.",
 				Optional:      true,
 				Sensitive:     true,
+				Validators:    []validator.String{stringvalidator.ConflictsWith(path.MatchRoot("user_data_wo"))},
 				PlanModifiers: replace,
+			},
+			"sensitive_parameters": schema.MapAttribute{
+				Description:   "Template parameters that are secrets (passwords, tokens, keys). Templates read them as `{{ .Params.NAME }}` exactly like `parameters`, with which provisiond merges them for rendering; a name may not be in both. Marked sensitive: plans and logs never show them. Terraform state holds them (as it holds every sensitive value), and provisiond still returns them to readers of its Admin API. Changing them reinstalls the server.",
+				Optional:      true,
+				Sensitive:     true,
+				ElementType:   types.StringType,
+				Validators:    []validator.Map{mapvalidator.SizeAtLeast(1)},
+				PlanModifiers: []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+			},
+			"user_data_wo": schema.StringAttribute{
+				Description: "User data like `user_data`, write-only: sent to provisiond at install but never stored in Terraform state or plan (Terraform 1.11 or later). Terraform cannot see a change of a write-only value: change `user_data_wo_version` to reinstall with new user data. Conflicts with `user_data`.",
+				Optional:    true,
+				Sensitive:   true,
+				WriteOnly:   true,
+				Validators: []validator.String{
+					stringvalidator.ConflictsWith(path.MatchRoot("user_data")),
+					stringvalidator.AlsoRequires(path.MatchRoot("user_data_wo_version")),
+				},
+			},
+			"user_data_wo_version": schema.Int64Attribute{
+				Description:   "Any number, required with `user_data_wo`; changing it reinstalls the server with the current `user_data_wo`.",
+				Optional:      true,
+				Validators:    []validator.Int64{int64validator.AlsoRequires(path.MatchRoot("user_data_wo"))},
+				PlanModifiers: []planmodifier.Int64{int64planmodifier.RequiresReplace()},
 			},
 			"ssh_keys": schema.ListAttribute{
 				Description:   "SSH public keys served as the EC2-style `public-keys`. Changing them reinstalls the server.",
@@ -123,7 +156,7 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Optional:    true,
 				Computed:    true,
 				Default:     stringdefault.StaticString("quick"),
-				Validators:  []validator.String{stringvalidator.OneOf("none", "quick", "zero", "discard")},
+				Validators:  []validator.String{wipeValidator()},
 			},
 			"power": schema.StringAttribute{
 				Description:   "Desired power state once installed: `on` or `off`. Changes in place through the BMC. Unset: not managed, and the attribute shows the state provisiond last saw.",
@@ -171,6 +204,29 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				DeleteDescription: "How long to wait for the wipe (default 30m).",
 			}),
 		},
+	}
+}
+
+// ValidateConfig refuses a parameter name given both as a plain and as a
+// sensitive parameter, as provisiond does; the error names the parameter,
+// never a value.
+func (r *machineResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var plain, secret types.Map
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("parameters"), &plain)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("sensitive_parameters"), &secret)...)
+	if plain.IsNull() || plain.IsUnknown() || secret.IsNull() || secret.IsUnknown() {
+		return
+	}
+	var names []string
+	for k := range secret.Elements() {
+		if _, dup := plain.Elements()[k]; dup {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		resp.Diagnostics.AddAttributeError(path.Root("sensitive_parameters"), "Parameter given twice",
+			fmt.Sprintf("Parameter %q is both in parameters and in sensitive_parameters. Templates see one map of parameters: give it once, in sensitive_parameters if it is a secret.", k))
 	}
 }
 
@@ -244,11 +300,17 @@ func fillComputed(m *machineModel, pm *pb.Machine, hw *pb.Hardware) {
 }
 
 // fillDesired sets the configured attributes from provisiond's view, for
-// Read: a change made outside Terraform shows as drift.
+// Read: a change made outside Terraform shows as drift. m holds the prior
+// state: provisiond returns sensitive parameters among the plain ones, so
+// the names in m.SensitiveParams say which are which; and user data sent
+// write-only stays out of state.
 func fillDesired(m *machineModel, pm *pb.Machine) {
 	m.TemplateID = types.StringValue(pm.GetTemplateId())
-	m.Parameters = stringMap(pm.GetParameters())
-	m.UserData = strOrNull(pm.GetUserData())
+	m.Parameters, m.SensitiveParams = splitParameters(pm.GetParameters(), m.SensitiveParams)
+	if writeOnly := m.UserData.IsNull() && !m.UserDataWOVersion.IsNull(); !writeOnly {
+		m.UserData = strOrNull(pm.GetUserData())
+	} // else: sent as user_data_wo, never read back into state
+	m.UserDataWO = types.StringNull()
 	m.SSHKeys = stringList(pm.GetSshKeys())
 	if m.Wipe.IsNull() || m.Wipe.IsUnknown() {
 		// Import: take provisiond's. Otherwise the state's wins: destroy
@@ -258,6 +320,28 @@ func fillDesired(m *machineModel, pm *pb.Machine) {
 			m.Wipe = types.StringValue("quick")
 		}
 	}
+}
+
+// splitParameters sorts provisiond's parameters into plain and sensitive
+// ones by the names of the prior sensitive ones. A prior sensitive name
+// that provisiond does not return keeps its prior value (a provisiond
+// that hides them). Without prior sensitive names (import) every
+// parameter is plain.
+func splitParameters(got map[string]string, priorSensitive types.Map) (plain, sensitive types.Map) {
+	if priorSensitive.IsNull() || priorSensitive.IsUnknown() || len(priorSensitive.Elements()) == 0 {
+		return stringMap(got), types.MapNull(types.StringType)
+	}
+	rest := maps.Clone(got)
+	secret := map[string]string{}
+	for k, v := range priorSensitive.Elements() {
+		if g, ok := rest[k]; ok {
+			secret[k] = g
+			delete(rest, k)
+		} else if s, ok := v.(types.String); ok {
+			secret[k] = s.ValueString()
+		}
+	}
+	return stringMap(rest), stringMap(secret)
 }
 
 // failureDetail explains a failed workflow: the action, its message and
@@ -414,6 +498,12 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 		UserData: plan.UserData.ValueString(), Wipe: plan.Wipe.ValueString(),
 	}
 	resp.Diagnostics.Append(plan.Parameters.ElementsAs(ctx, &preq.Parameters, false)...)
+	resp.Diagnostics.Append(plan.SensitiveParams.ElementsAs(ctx, &preq.SensitiveParameters, false)...)
+	var wo types.String
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("user_data_wo"), &wo)...)
+	if !wo.IsNull() && !wo.IsUnknown() {
+		preq.UserData = wo.ValueString()
+	}
 	resp.Diagnostics.Append(plan.SSHKeys.ElementsAs(ctx, &preq.SshKeys, false)...)
 	if resp.Diagnostics.HasError() {
 		return

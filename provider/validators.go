@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/netip"
-	"regexp"
-	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-jsontypes/jsontypes"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 )
 
 // stringCheck is a string validator backed by a function; it skips null and
@@ -31,90 +29,62 @@ func (v stringCheck) ValidateString(_ context.Context, req validator.StringReque
 		return
 	}
 	if err := v.check(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid "+v.desc, fmt.Sprintf("%q: %v.", req.ConfigValue.ValueString(), err))
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid "+v.desc, err.Error())
 	}
 }
+
+// The hardware checks are internal/hwspec's, which provisiond runs too:
+// what passes plan also passes the Admin API, and a refusal reads the
+// same in both.
 
 // normalizeMAC returns mac in provisiond's spelling: lower case, colons.
-func normalizeMAC(mac string) (string, error) {
-	hw, err := net.ParseMAC(mac)
-	if err != nil {
-		return "", fmt.Errorf("not a MAC address (want 6 bytes like 52:54:00:12:34:56)")
-	}
-	if len(hw) != 6 {
-		return "", fmt.Errorf("want a 6-byte Ethernet MAC address like 52:54:00:12:34:56, got %d bytes", len(hw))
-	}
-	return hw.String(), nil
-}
+func normalizeMAC(mac string) (string, error) { return hwspec.MAC(mac) }
 
 func macValidator() validator.String {
-	return stringCheck{desc: "MAC address", check: func(s string) error { _, err := normalizeMAC(s); return err }}
+	return stringCheck{desc: "MAC address", check: func(s string) error { _, err := hwspec.MAC(s); return err }}
 }
 
-// cidrValidator accepts an IPv4 address with prefix length, as provisiond does.
+// cidrValidator accepts an interface's IPv4 address with prefix length.
 func cidrValidator() validator.String {
-	return stringCheck{desc: "IPv4 address with prefix length", check: func(s string) error {
-		p, err := netip.ParsePrefix(s)
-		if err != nil || !p.Addr().Is4() {
-			return fmt.Errorf("want an IPv4 address with prefix length, like 10.0.0.5/24")
-		}
-		if p.String() != s {
-			return fmt.Errorf("write it as %s", p.String())
-		}
-		return nil
-	}}
+	return stringCheck{desc: "IPv4 address with prefix length", check: hwspec.IPv4Prefix}
 }
 
-func ipv4Validator() validator.String {
-	return stringCheck{desc: "IPv4 address", check: func(s string) error {
-		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() || a.String() != s {
-			return fmt.Errorf("want an IPv4 address like 10.0.0.1")
-		}
-		return nil
-	}}
+func gatewayValidator() validator.String {
+	return stringCheck{desc: "gateway", check: hwspec.Gateway}
 }
 
-func ipValidator() validator.String {
-	return stringCheck{desc: "IP address", check: func(s string) error {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.String() != s {
-			return fmt.Errorf("want an IP address like 10.0.0.1")
-		}
-		return nil
-	}}
+func nameServerValidator() validator.String {
+	return stringCheck{desc: "name server", check: hwspec.NameServer}
 }
 
-var (
-	idRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	hostnameRE = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
-)
-
-func idValidator() validator.String {
-	return stringCheck{desc: "id", check: func(s string) error {
-		if !idRE.MatchString(s) {
-			return fmt.Errorf("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-		}
-		return nil
-	}}
-}
+func idValidator() validator.String { return stringCheck{desc: "id", check: hwspec.ID} }
 
 func hostnameValidator() validator.String {
-	return stringCheck{desc: "host name", check: func(s string) error {
-		if len(s) > 253 || !hostnameRE.MatchString(s) {
-			return fmt.Errorf("not an RFC 1123 host name")
-		}
-		return nil
-	}}
+	return stringCheck{desc: "host name", check: hwspec.Hostname}
 }
 
 func diskValidator() validator.String {
-	return stringCheck{desc: "disk device", check: func(s string) error {
-		if !strings.HasPrefix(s, "/dev/") || len(s) <= len("/dev/") {
-			return fmt.Errorf("want a block device path under /dev/, like /dev/sda")
-		}
-		return nil
-	}}
+	return stringCheck{desc: "disk device", check: hwspec.Disk}
+}
+
+func archValidator() validator.String { return stringCheck{desc: "arch", check: hwspec.Arch} }
+
+func bmcDriverValidator() validator.String {
+	return stringCheck{desc: "BMC driver", check: hwspec.BMCDriver}
+}
+
+func bmcAddressValidator() validator.String {
+	return stringCheck{desc: "BMC address", check: hwspec.BMCAddress}
+}
+
+func wipeValidator() validator.String { return stringCheck{desc: "wipe mode", check: hwspec.Wipe} }
+
+func labelKeyValidator() validator.String {
+	return stringCheck{desc: "label key", check: hwspec.LabelKey}
+}
+
+func labelValueValidator() validator.String {
+	return stringCheck{desc: "label value", check: hwspec.LabelValue}
 }
 
 // jsonObjectValidator checks that metadata is a JSON object.

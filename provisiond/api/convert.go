@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/netip"
-	"regexp"
 	"strings"
 	"time"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -20,10 +19,6 @@ func ts(t time.Time) *timestamppb.Timestamp {
 	}
 	return timestamppb.New(t)
 }
-
-// hostnameRE is an RFC 1123 host name: dot-separated labels of letters,
-// digits and inner hyphens, at most 63 characters each.
-var hostnameRE = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
 
 // invalidError marks a request that is wrong in itself (InvalidArgument).
 type invalidError struct{ msg string }
@@ -46,25 +41,28 @@ func hardwareFromPB(h *pb.Hardware) (store.Hardware, error) {
 		Labels:   h.GetLabels(),
 		Netboot:  store.Netboot{AllowPXE: h.GetNetboot().GetAllowPxe(), AllowWorkflow: h.GetNetboot().GetAllowWorkflow()},
 	}
-	if out.ID != "" && !idRE.MatchString(out.ID) {
-		return out, invalid("id %q: use 1-64 letters, digits, '.', '_' or '-'", out.ID)
+	if out.ID != "" {
+		if err := hwspec.ID(out.ID); err != nil {
+			return out, invalid("id: %v", err)
+		}
 	}
-	if out.Hostname != "" && (len(out.Hostname) > 253 || !hostnameRE.MatchString(out.Hostname)) {
-		return out, invalid("hostname %q is not a valid RFC 1123 host name", out.Hostname)
+	if out.Hostname != "" {
+		if err := hwspec.Hostname(out.Hostname); err != nil {
+			return out, invalid("hostname: %v", err)
+		}
 	}
-	switch out.Arch {
-	case "":
+	if out.Arch == "" {
 		out.Arch = "x86_64"
-	case "x86_64", "aarch64":
-	default:
-		return out, invalid("arch %q: must be x86_64 or aarch64", out.Arch)
+	}
+	if err := hwspec.Arch(out.Arch); err != nil {
+		return out, invalid("arch: %v", err)
 	}
 	if len(h.GetInterfaces()) == 0 {
 		return out, invalid("at least one interface is required")
 	}
 	seen := map[string]bool{}
 	for i, nic := range h.GetInterfaces() {
-		mac, err := store.NormalizeMAC(nic.GetMac())
+		mac, err := hwspec.MAC(nic.GetMac())
 		if err != nil {
 			return out, invalid("interfaces[%d].mac: %v", i, err)
 		}
@@ -72,32 +70,36 @@ func hardwareFromPB(h *pb.Hardware) (store.Hardware, error) {
 			return out, invalid("interfaces[%d].mac: %s is listed twice", i, mac)
 		}
 		seen[mac] = true
-		n := store.Interface{MAC: mac, NameServers: nic.GetNameServers()}
-		if ip := nic.GetIp(); ip != "" {
-			p, err := netip.ParsePrefix(ip)
-			if err != nil || !p.Addr().Is4() {
-				return out, invalid("interfaces[%d].ip %q: want an IPv4 address with prefix length, like 10.0.0.5/24", i, ip)
+		n := store.Interface{MAC: mac, IP: nic.GetIp(), Gateway: nic.GetGateway(), NameServers: nic.GetNameServers()}
+		if n.IP != "" {
+			if err := hwspec.IPv4Prefix(n.IP); err != nil {
+				return out, invalid("interfaces[%d].ip: %v", i, err)
 			}
-			n.IP = p.String()
 		}
-		if gw := nic.GetGateway(); gw != "" {
-			a, err := netip.ParseAddr(gw)
-			if err != nil || !a.Is4() {
-				return out, invalid("interfaces[%d].gateway %q: want an IPv4 address", i, gw)
+		if n.Gateway != "" {
+			if err := hwspec.Gateway(n.Gateway); err != nil {
+				return out, invalid("interfaces[%d].gateway: %v", i, err)
 			}
-			n.Gateway = a.String()
+			if n.IP != "" {
+				if err := hwspec.GatewayFor(n.Gateway, n.IP); err != nil {
+					return out, invalid("interfaces[%d].gateway: %v", i, err)
+				}
+			}
 		}
 		for j, ns := range n.NameServers {
-			if _, err := netip.ParseAddr(ns); err != nil {
-				return out, invalid("interfaces[%d].name_servers[%d] %q: want an IP address", i, j, ns)
+			if err := hwspec.NameServer(ns); err != nil {
+				return out, invalid("interfaces[%d].name_servers[%d]: %v", i, j, err)
 			}
 		}
 		out.Interfaces = append(out.Interfaces, n)
 	}
 	for i, d := range out.Disks {
-		if !strings.HasPrefix(d, "/dev/") {
-			return out, invalid("disks[%d] %q: want a device path under /dev/", i, d)
+		if err := hwspec.Disk(d); err != nil {
+			return out, invalid("disks[%d]: %v", i, err)
 		}
+	}
+	if err := hwspec.Labels(out.Labels); err != nil {
+		return out, invalid("labels: %v", err)
 	}
 	if m := strings.TrimSpace(h.GetMetadata()); m != "" {
 		var obj map[string]any
@@ -116,15 +118,19 @@ func hardwareFromPB(h *pb.Hardware) (store.Hardware, error) {
 			Username: b.GetUsername(), Password: b.GetPassword(), InsecureTLS: b.GetInsecureTls(),
 		}
 	}
-	switch out.BMC.Driver {
-	case "", "manual":
+	if out.BMC.Driver == "" {
 		out.BMC.Driver = "manual"
-	case "ipmi", "redfish":
-		if out.BMC.Address == "" {
-			return out, invalid("bmc.address is required for driver %q", out.BMC.Driver)
+	}
+	if err := hwspec.BMCDriver(out.BMC.Driver); err != nil {
+		return out, invalid("bmc.driver: %v", err)
+	}
+	switch {
+	case out.BMC.Address != "":
+		if err := hwspec.BMCAddress(out.BMC.Address); err != nil {
+			return out, invalid("bmc.address: %v", err)
 		}
-	default:
-		return out, invalid("bmc.driver %q: must be ipmi, redfish or manual", out.BMC.Driver)
+	case out.BMC.Driver != "manual":
+		return out, invalid("bmc.address is required for driver %q", out.BMC.Driver)
 	}
 	if out.BMC.Port < 0 || out.BMC.Port > 65535 {
 		return out, invalid("bmc.port %d: out of range", out.BMC.Port)
@@ -132,7 +138,8 @@ func hardwareFromPB(h *pb.Hardware) (store.Hardware, error) {
 	return out, nil
 }
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// idRE is the id rule of hwspec.ID, for template ids (server.go).
+var idRE = hwspec.IDPattern
 
 // hardwareToPB converts stored hardware for a reader. The BMC password
 // never leaves the daemon: only whether one is set.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc/codes"
@@ -62,8 +63,17 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 			return nil, status.Errorf(codes.InvalidArgument, "provision machine: ssh_keys[%d]: one key per entry, without line breaks", i)
 		}
 	}
+	if w := req.GetWipe(); w != "" {
+		if err := hwspec.Wipe(w); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "provision machine: wipe: %v", err)
+		}
+	}
+	params, err := mergeParameters(req.GetParameters(), req.GetSensitiveParameters())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "provision machine: %v", err)
+	}
 	m := store.Machine{
-		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: copyMap(req.GetParameters()),
+		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: params,
 		UserData: req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
 	}
 	m, err = eng.Provision(ctx, m)
@@ -73,6 +83,26 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 	a.log.InfoContext(ctx, "machine provisioning", "hardware", m.HardwareID, "template", m.TemplateID, "workflow", m.WorkflowID)
 	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, m.HardwareID) })
 	return out, machineError("provision machine", err)
+}
+
+// mergeParameters is the parameters a template renders with: the plain
+// ones and the sensitive ones, whose names may not repeat. Errors name
+// the parameter, never its value.
+func mergeParameters(plain, sensitive map[string]string) (map[string]string, error) {
+	out := copyMap(plain)
+	if len(sensitive) == 0 {
+		return out, nil
+	}
+	if out == nil {
+		out = make(map[string]string, len(sensitive))
+	}
+	for k, v := range sensitive {
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("parameter %q is both in parameters and in sensitive_parameters: give it once", k)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // GetMachine returns a machine with its current workflow.
@@ -107,6 +137,11 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 	eng, err := a.machines()
 	if err != nil {
 		return nil, err
+	}
+	if w := req.GetWipe(); w != "" {
+		if err := hwspec.Wipe(w); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "deprovision machine: wipe: %v", err)
+		}
 	}
 	m, err := eng.Deprovision(ctx, req.GetHardwareId(), req.GetWipe())
 	if err != nil {

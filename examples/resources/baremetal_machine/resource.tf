@@ -5,6 +5,10 @@ resource "baremetal_machine" "web1" {
   parameters = {
     image_url = "http://provisiond.example.net:8080/images/ubuntu-24.04.raw.gz"
   }
+  # Secrets the template reads as {{ .Params.NAME }} too, never shown in plans.
+  sensitive_parameters = {
+    root_password_hash = var.root_password_hash
+  }
   user_data = file("${path.module}/cloud-init.yaml")
   ssh_keys  = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyOnly ops@example.net"]
 
@@ -16,6 +20,15 @@ resource "baremetal_machine" "web1" {
     delete = "20m"
   }
 }
+
+variable "root_password_hash" {
+  type      = string
+  sensitive = true
+}
+
+# With Terraform 1.11 or later, user data that holds secrets can stay out
+# of state: user_data_wo = file(...) with user_data_wo_version = 1 in place
+# of user_data; bump the version to reinstall with new user data.
 
 output "web1_ip" {
   value = baremetal_machine.web1.ip

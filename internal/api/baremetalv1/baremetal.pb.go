@@ -474,10 +474,17 @@ func (x *BMC) GetPasswordSet() bool {
 	return false
 }
 
+// Netboot gates network booting; provisiond's workflows switch both on
+// when they start and off when their actions are done.
 type Netboot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AllowPxe      bool                   `protobuf:"varint,1,opt,name=allow_pxe,json=allowPxe,proto3" json:"allow_pxe,omitempty"`
-	AllowWorkflow bool                   `protobuf:"varint,2,opt,name=allow_workflow,json=allowWorkflow,proto3" json:"allow_workflow,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server may netboot: DHCP hands it the boot file and /ipxe/{mac}
+	// answers. Off: no boot file, so the firmware boots its disk.
+	AllowPxe bool `protobuf:"varint,1,opt,name=allow_pxe,json=allowPxe,proto3" json:"allow_pxe,omitempty"`
+	// The server may run a workflow: the iPXE script boots the agent OS and
+	// mints its token only when this and allow_pxe are on; otherwise it
+	// boots the local disk.
+	AllowWorkflow bool `protobuf:"varint,2,opt,name=allow_workflow,json=allowWorkflow,proto3" json:"allow_workflow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1866,9 +1873,15 @@ type ProvisionMachineRequest struct {
 	UserData   string                 `protobuf:"bytes,4,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
 	SshKeys    []string               `protobuf:"bytes,5,rep,name=ssh_keys,json=sshKeys,proto3" json:"ssh_keys,omitempty"`
 	// Wipe to apply when the machine is deprovisioned; default "quick".
-	Wipe          string `protobuf:"bytes,6,opt,name=wipe,proto3" json:"wipe,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Wipe string `protobuf:"bytes,6,opt,name=wipe,proto3" json:"wipe,omitempty"`
+	// Template parameters that are secrets (passwords, keys). Templates read
+	// them as {{ .Params.NAME }} like parameters, with which they are merged
+	// for rendering; a name may not be in both. provisiond never logs them.
+	// A read of the machine returns them among parameters, as provisiond
+	// does not yet record which names were sensitive.
+	SensitiveParameters map[string]string `protobuf:"bytes,7,rep,name=sensitive_parameters,json=sensitiveParameters,proto3" json:"sensitive_parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ProvisionMachineRequest) Reset() {
@@ -1941,6 +1954,13 @@ func (x *ProvisionMachineRequest) GetWipe() string {
 		return x.Wipe
 	}
 	return ""
+}
+
+func (x *ProvisionMachineRequest) GetSensitiveParameters() map[string]string {
+	if x != nil {
+		return x.SensitiveParameters
+	}
+	return nil
 }
 
 type GetMachineRequest struct {
@@ -3290,7 +3310,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf8\x03\n" +
 	"\x17ProvisionMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3301,8 +3321,12 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"parameters\x12\x1b\n" +
 	"\tuser_data\x18\x04 \x01(\tR\buserData\x12\x19\n" +
 	"\bssh_keys\x18\x05 \x03(\tR\asshKeys\x12\x12\n" +
-	"\x04wipe\x18\x06 \x01(\tR\x04wipe\x1a=\n" +
+	"\x04wipe\x18\x06 \x01(\tR\x04wipe\x12q\n" +
+	"\x14sensitive_parameters\x18\a \x03(\v2>.baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntryR\x13sensitiveParameters\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aF\n" +
+	"\x18SensitiveParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
 	"\x11GetMachineRequest\x12\x1f\n" +
@@ -3485,7 +3509,7 @@ func file_baremetalv1_baremetal_proto_rawDescGZIP() []byte {
 }
 
 var file_baremetalv1_baremetal_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_baremetalv1_baremetal_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_baremetalv1_baremetal_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_baremetalv1_baremetal_proto_goTypes = []any{
 	(PowerState)(0),                   // 0: baremetal.v1.PowerState
 	(WorkflowKind)(0),                 // 1: baremetal.v1.WorkflowKind
@@ -3543,8 +3567,9 @@ var file_baremetalv1_baremetal_proto_goTypes = []any{
 	nil,                               // 53: baremetal.v1.Workflow.ParametersEntry
 	nil,                               // 54: baremetal.v1.Machine.ParametersEntry
 	nil,                               // 55: baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	nil,                               // 56: baremetal.v1.Action.EnvironmentEntry
-	(*timestamppb.Timestamp)(nil),     // 57: google.protobuf.Timestamp
+	nil,                               // 56: baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	nil,                               // 57: baremetal.v1.Action.EnvironmentEntry
+	(*timestamppb.Timestamp)(nil),     // 58: google.protobuf.Timestamp
 }
 var file_baremetalv1_baremetal_proto_depIdxs = []int32{
 	5,  // 0: baremetal.v1.Hardware.interfaces:type_name -> baremetal.v1.Interface
@@ -3552,99 +3577,100 @@ var file_baremetalv1_baremetal_proto_depIdxs = []int32{
 	51, // 2: baremetal.v1.Hardware.labels:type_name -> baremetal.v1.Hardware.LabelsEntry
 	7,  // 3: baremetal.v1.Hardware.netboot:type_name -> baremetal.v1.Netboot
 	0,  // 4: baremetal.v1.Hardware.power:type_name -> baremetal.v1.PowerState
-	57, // 5: baremetal.v1.Hardware.power_seen_at:type_name -> google.protobuf.Timestamp
-	57, // 6: baremetal.v1.Hardware.created_at:type_name -> google.protobuf.Timestamp
-	57, // 7: baremetal.v1.Hardware.updated_at:type_name -> google.protobuf.Timestamp
+	58, // 5: baremetal.v1.Hardware.power_seen_at:type_name -> google.protobuf.Timestamp
+	58, // 6: baremetal.v1.Hardware.created_at:type_name -> google.protobuf.Timestamp
+	58, // 7: baremetal.v1.Hardware.updated_at:type_name -> google.protobuf.Timestamp
 	8,  // 8: baremetal.v1.CreateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
 	52, // 9: baremetal.v1.ListHardwareRequest.labels:type_name -> baremetal.v1.ListHardwareRequest.LabelsEntry
 	8,  // 10: baremetal.v1.ListHardwareResponse.hardware:type_name -> baremetal.v1.Hardware
 	8,  // 11: baremetal.v1.UpdateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
 	16, // 12: baremetal.v1.Template.tasks:type_name -> baremetal.v1.TemplateTask
-	57, // 13: baremetal.v1.Template.created_at:type_name -> google.protobuf.Timestamp
-	57, // 14: baremetal.v1.Template.updated_at:type_name -> google.protobuf.Timestamp
+	58, // 13: baremetal.v1.Template.created_at:type_name -> google.protobuf.Timestamp
+	58, // 14: baremetal.v1.Template.updated_at:type_name -> google.protobuf.Timestamp
 	17, // 15: baremetal.v1.CreateTemplateRequest.template:type_name -> baremetal.v1.Template
 	17, // 16: baremetal.v1.ListTemplatesResponse.templates:type_name -> baremetal.v1.Template
 	17, // 17: baremetal.v1.UpdateTemplateRequest.template:type_name -> baremetal.v1.Template
 	16, // 18: baremetal.v1.ValidateTemplateResponse.tasks:type_name -> baremetal.v1.TemplateTask
 	2,  // 19: baremetal.v1.ActionStatus.state:type_name -> baremetal.v1.State
-	57, // 20: baremetal.v1.ActionStatus.started_at:type_name -> google.protobuf.Timestamp
-	57, // 21: baremetal.v1.ActionStatus.finished_at:type_name -> google.protobuf.Timestamp
+	58, // 20: baremetal.v1.ActionStatus.started_at:type_name -> google.protobuf.Timestamp
+	58, // 21: baremetal.v1.ActionStatus.finished_at:type_name -> google.protobuf.Timestamp
 	53, // 22: baremetal.v1.Workflow.parameters:type_name -> baremetal.v1.Workflow.ParametersEntry
 	1,  // 23: baremetal.v1.Workflow.kind:type_name -> baremetal.v1.WorkflowKind
 	2,  // 24: baremetal.v1.Workflow.state:type_name -> baremetal.v1.State
 	27, // 25: baremetal.v1.Workflow.actions:type_name -> baremetal.v1.ActionStatus
-	57, // 26: baremetal.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	57, // 27: baremetal.v1.Workflow.started_at:type_name -> google.protobuf.Timestamp
-	57, // 28: baremetal.v1.Workflow.finished_at:type_name -> google.protobuf.Timestamp
+	58, // 26: baremetal.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	58, // 27: baremetal.v1.Workflow.started_at:type_name -> google.protobuf.Timestamp
+	58, // 28: baremetal.v1.Workflow.finished_at:type_name -> google.protobuf.Timestamp
 	54, // 29: baremetal.v1.Machine.parameters:type_name -> baremetal.v1.Machine.ParametersEntry
 	28, // 30: baremetal.v1.Machine.workflow:type_name -> baremetal.v1.Workflow
-	57, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
-	57, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
+	58, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
+	58, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
 	55, // 33: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	29, // 34: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
-	57, // 35: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 36: baremetal.v1.Event.state:type_name -> baremetal.v1.State
-	28, // 37: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
-	3,  // 38: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
-	0,  // 39: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
-	57, // 40: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
-	4,  // 41: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
-	56, // 42: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
-	42, // 43: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
-	2,  // 44: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
-	57, // 45: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
-	57, // 46: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 47: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
-	10, // 48: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
-	11, // 49: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
-	13, // 50: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
-	14, // 51: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
-	18, // 52: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
-	19, // 53: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
-	20, // 54: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
-	22, // 55: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
-	23, // 56: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
-	25, // 57: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
-	30, // 58: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
-	31, // 59: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
-	32, // 60: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
-	34, // 61: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
-	35, // 62: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
-	37, // 63: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
-	38, // 64: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
-	40, // 65: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
-	43, // 66: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
-	45, // 67: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
-	47, // 68: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
-	49, // 69: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
-	8,  // 70: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
-	8,  // 71: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
-	12, // 72: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
-	8,  // 73: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
-	15, // 74: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
-	17, // 75: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
-	17, // 76: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
-	21, // 77: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
-	17, // 78: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
-	24, // 79: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
-	26, // 80: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
-	29, // 81: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
-	29, // 82: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
-	33, // 83: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
-	36, // 84: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
-	29, // 85: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
-	39, // 86: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
-	39, // 87: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
-	41, // 88: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
-	44, // 89: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
-	46, // 90: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
-	48, // 91: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
-	50, // 92: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
-	70, // [70:93] is the sub-list for method output_type
-	47, // [47:70] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	56, // 34: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	29, // 35: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
+	58, // 36: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 37: baremetal.v1.Event.state:type_name -> baremetal.v1.State
+	28, // 38: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
+	3,  // 39: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
+	0,  // 40: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
+	58, // 41: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
+	4,  // 42: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
+	57, // 43: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
+	42, // 44: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
+	2,  // 45: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
+	58, // 46: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
+	58, // 47: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 48: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
+	10, // 49: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
+	11, // 50: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
+	13, // 51: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
+	14, // 52: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
+	18, // 53: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
+	19, // 54: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
+	20, // 55: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
+	22, // 56: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
+	23, // 57: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
+	25, // 58: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
+	30, // 59: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
+	31, // 60: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
+	32, // 61: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
+	34, // 62: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
+	35, // 63: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
+	37, // 64: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
+	38, // 65: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
+	40, // 66: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
+	43, // 67: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
+	45, // 68: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
+	47, // 69: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
+	49, // 70: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
+	8,  // 71: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
+	8,  // 72: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
+	12, // 73: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
+	8,  // 74: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
+	15, // 75: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
+	17, // 76: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
+	17, // 77: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
+	21, // 78: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
+	17, // 79: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
+	24, // 80: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
+	26, // 81: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
+	29, // 82: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
+	29, // 83: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
+	33, // 84: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
+	36, // 85: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
+	29, // 86: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
+	39, // 87: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
+	39, // 88: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
+	41, // 89: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
+	44, // 90: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
+	46, // 91: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
+	48, // 92: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
+	50, // 93: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
+	71, // [71:94] is the sub-list for method output_type
+	48, // [48:71] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_baremetalv1_baremetal_proto_init() }
@@ -3658,7 +3684,7 @@ func file_baremetalv1_baremetal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baremetalv1_baremetal_proto_rawDesc), len(file_baremetalv1_baremetal_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

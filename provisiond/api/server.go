@@ -161,6 +161,10 @@ func (a *Admin) UpdateHardware(ctx context.Context, req *pb.UpdateHardwareReques
 			h.BMC.Password = old.BMC.Password
 		}
 		h.Power, h.PowerSeenAt, h.CreatedAt, h.UpdatedAt = old.Power, old.PowerSeenAt, old.CreatedAt, a.now()
+		// Netboot belongs to the workflow engine, which switches it on for
+		// a workflow and off when its actions are done; an update (a new
+		// label, say) must not switch it off under a running install.
+		h.Netboot = old.Netboot
 		held := a.allocated(tx, h.ID)
 		if held && !sameMACs(old, h) {
 			return fmt.Errorf("hardware %q is held by a machine and its MACs cannot change: %w", h.ID, store.ErrInUse)

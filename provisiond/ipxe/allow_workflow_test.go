@@ -70,7 +70,7 @@ func TestAllowWorkflowGatesTheAgent(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tokens := &runningTokens{}
 			h := ipxe.New(st, tokens, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, ipxe.Options{
-				GRPCAddr: "192.0.2.1:50051", HTTPBase: "http://192.0.2.1:8080",
+				GRPCAddr: "192.0.2.1:50051", HTTPBase: "http://192.0.2.1:8080", AnySource: true, // the source check has tests of its own
 			})
 			mux := http.NewServeMux()
 			h.Register(mux)

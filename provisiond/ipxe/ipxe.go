@@ -123,7 +123,7 @@ func New(st *store.Store, tokens Tokens, log *slog.Logger, reg prometheus.Regist
 		}, []string{"kind"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provisiond_ipxe_refused_total",
-			Help: "iPXE script requests answered with the local-disk script, by reason (unknown_mac, netboot_off, no_workflow, wrong_source, agent_live).",
+			Help: "iPXE script requests answered with the local-disk script, by reason (unknown_mac, netboot_off, workflow_off, no_workflow, wrong_source, agent_live).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {
@@ -269,6 +269,11 @@ func (h *Handler) render(ctx context.Context, log *slog.Logger, mac, remoteAddr 
 	log = log.With("hardware", hw.ID)
 	if !hw.Netboot.AllowPXE {
 		return local("netboot_off", "netboot is off for the hardware", slog.LevelInfo)
+	}
+	// allow_pxe lets the server netboot; allow_workflow lets that boot run
+	// the agent OS (Tinkerbell's allowPXE and allowWorkflow).
+	if !hw.Netboot.AllowWorkflow {
+		return local("workflow_off", "workflows are off for the hardware (netboot.allow_workflow)", slog.LevelInfo)
 	}
 	if !h.opts.AnySource {
 		if ok, why := h.sourceMatches(hw, lease, mac, remoteAddr); !ok {

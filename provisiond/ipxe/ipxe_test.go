@@ -60,14 +60,14 @@ func testStore(t testing.TB) *store.Store {
 	})
 	err = st.Update(context.Background(), func(tx *store.Tx) error {
 		for _, h := range []store.Hardware{
-			{ID: "hw-1", Hostname: "node1", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:01", IP: "192.0.2.10/24"}}, Netboot: store.Netboot{AllowPXE: true}},
-			{ID: "hw-2", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:02", IP: "192.0.2.11/24"}}, Netboot: store.Netboot{AllowPXE: true}},
+			{ID: "hw-1", Hostname: "node1", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:01", IP: "192.0.2.10/24"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
+			{ID: "hw-2", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:02", IP: "192.0.2.11/24"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
 			{ID: "hw-off", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:03", IP: "192.0.2.12/24"}}},
 			// No configured address (proxy DHCP, or reservation mode with
 			// another DHCP server): only a lease ties a source to them.
-			{ID: "hw-noip", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:04"}}, Netboot: store.Netboot{AllowPXE: true}},
-			{ID: "hw-lease", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:05"}}, Netboot: store.Netboot{AllowPXE: true}},
-			{ID: "hw-expired", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:06"}}, Netboot: store.Netboot{AllowPXE: true}},
+			{ID: "hw-noip", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:04"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
+			{ID: "hw-lease", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:05"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
+			{ID: "hw-expired", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:06"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
 		} {
 			if err := tx.CreateHardware(h); err != nil {
 				return err

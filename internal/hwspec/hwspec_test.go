@@ -94,7 +94,6 @@ func TestIPv4Prefix(t *testing.T) {
 		"10.0.0.5/33":        `address "10.0.0.5/33": want an IPv4 address with prefix length, like 10.0.0.5/24`,
 		"10.0.0.5/0":         `address "10.0.0.5/0": a /0 prefix is no network; want the length of the interface's subnet, like /24`,
 		"0.0.0.0/8":          `address "0.0.0.0/8" is the unspecified address, not a host's`,
-		"127.0.0.1/8":        `address "127.0.0.1/8" is a loopback address, not a host's`,
 		"224.0.0.5/24":       `address "224.0.0.5/24" is a multicast address, not a host's`,
 		"255.255.255.255/32": `address "255.255.255.255/32" is the broadcast address, not a host's`,
 	})

@@ -121,7 +121,7 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				PlanModifiers: replace,
 			},
 			"sensitive_parameters": schema.MapAttribute{
-				Description:   "Template parameters that are secrets (passwords, tokens, keys). Templates read them as `{{ .Params.NAME }}` exactly like `parameters`, with which provisiond merges them for rendering; a name may not be in both. Marked sensitive: plans and logs never show them. Terraform state holds them (as it holds every sensitive value), and provisiond still returns them to readers of its Admin API. Changing them reinstalls the server.",
+				Description:   "Template parameters that are secrets (passwords, tokens, keys). Templates read them as `{{ .Params.NAME }}` exactly like `parameters`, with which provisiond merges them for rendering; a name may not be in both. Marked sensitive: plans and logs never show them. Terraform state holds them (as it holds every sensitive value); provisiond renders them into the workflow but never returns them from its Admin API. Changing them reinstalls the server.",
 				Optional:      true,
 				Sensitive:     true,
 				ElementType:   types.StringType,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -203,7 +204,7 @@ func templateToPB(t store.Template, tasks []*pb.TemplateTask) *pb.Template {
 // WorkflowToPB converts a stored workflow; the token hash stays inside.
 func WorkflowToPB(w store.Workflow) *pb.Workflow {
 	out := &pb.Workflow{
-		Id: w.ID, HardwareId: w.HardwareID, TemplateId: w.TemplateID, Parameters: w.Parameters,
+		Id: w.ID, HardwareId: w.HardwareID, TemplateId: w.TemplateID, Parameters: withoutKeys(w.Parameters, w.SensitiveKeys),
 		State: stateToPB[w.State], CreatedAt: ts(w.CreatedAt), StartedAt: ts(w.StartedAt), FinishedAt: ts(w.FinishedAt),
 		Error: w.Error, Wipe: w.Wipe,
 	}
@@ -222,10 +223,23 @@ func WorkflowToPB(w store.Workflow) *pb.Workflow {
 	return out
 }
 
+// withoutKeys returns params without the sensitive ones: the Admin API
+// never hands a secret parameter back (the provider keeps its own copy).
+func withoutKeys(params map[string]string, sensitive []string) map[string]string {
+	if len(sensitive) == 0 {
+		return params
+	}
+	out := maps.Clone(params)
+	for _, k := range sensitive {
+		delete(out, k)
+	}
+	return out
+}
+
 // MachineToPB converts a machine and, when known, its current workflow.
 func MachineToPB(m store.Machine, w *store.Workflow) *pb.Machine {
 	out := &pb.Machine{
-		HardwareId: m.HardwareID, TemplateId: m.TemplateID, Parameters: m.Parameters, UserData: m.UserData,
+		HardwareId: m.HardwareID, TemplateId: m.TemplateID, Parameters: withoutKeys(m.Parameters, m.SensitiveKeys), UserData: m.UserData,
 		SshKeys: m.SSHKeys, Wipe: m.Wipe, ProvisionedAt: ts(m.ProvisionedAt), CreatedAt: ts(m.CreatedAt),
 	}
 	if w != nil {

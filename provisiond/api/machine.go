@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
@@ -74,7 +76,8 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 	}
 	m := store.Machine{
 		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: params,
-		UserData: req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
+		SensitiveKeys: slices.Sorted(maps.Keys(req.GetSensitiveParameters())),
+		UserData:      req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
 	}
 	m, err = eng.Provision(ctx, m)
 	if err != nil {

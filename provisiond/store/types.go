@@ -61,15 +61,18 @@ type Template struct {
 // Machine is hardware with a template installed on it; its key is the
 // hardware id. It owns its current workflow.
 type Machine struct {
-	HardwareID    string            `json:"hardware_id"`
-	TemplateID    string            `json:"template_id"`
-	Parameters    map[string]string `json:"parameters,omitempty"`
-	UserData      string            `json:"user_data,omitempty"`
-	SSHKeys       []string          `json:"ssh_keys,omitempty"`
-	Wipe          string            `json:"wipe,omitempty"`
-	WorkflowID    string            `json:"workflow_id,omitempty"`
-	ProvisionedAt time.Time         `json:"provisioned_at,omitzero"`
-	CreatedAt     time.Time         `json:"created_at,omitzero"`
+	HardwareID string            `json:"hardware_id"`
+	TemplateID string            `json:"template_id"`
+	Parameters map[string]string `json:"parameters,omitempty"`
+	// SensitiveKeys name the Parameters that are secrets: reads of the
+	// Admin API leave them out.
+	SensitiveKeys []string  `json:"sensitive_keys,omitempty"`
+	UserData      string    `json:"user_data,omitempty"`
+	SSHKeys       []string  `json:"ssh_keys,omitempty"`
+	Wipe          string    `json:"wipe,omitempty"`
+	WorkflowID    string    `json:"workflow_id,omitempty"`
+	ProvisionedAt time.Time `json:"provisioned_at,omitzero"`
+	CreatedAt     time.Time `json:"created_at,omitzero"`
 }
 
 // Workflow kinds.
@@ -106,7 +109,9 @@ type Workflow struct {
 	Kind       string            `json:"kind"`
 	State      string            `json:"state"`
 	Parameters map[string]string `json:"parameters,omitempty"`
-	Wipe       string            `json:"wipe,omitempty"`
+	// SensitiveKeys name the Parameters that are secrets (Machine's).
+	SensitiveKeys []string `json:"sensitive_keys,omitempty"`
+	Wipe          string   `json:"wipe,omitempty"`
 	// GlobalTimeout bounds the whole workflow once it starts running.
 	GlobalTimeout time.Duration `json:"global_timeout,omitempty"`
 	// Actions are rendered when the workflow is created, so a later change

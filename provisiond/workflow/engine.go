@@ -321,7 +321,7 @@ func (e *Engine) provisionOnce(ctx context.Context, m *store.Machine) (store.Wor
 		}
 		w = store.Workflow{
 			ID: store.NewID(), HardwareID: hw.ID, TemplateID: tpl.ID, Kind: store.KindProvision,
-			State: store.StatePending, Parameters: m.Parameters, GlobalTimeout: rendered.GlobalTimeout,
+			State: store.StatePending, Parameters: m.Parameters, SensitiveKeys: m.SensitiveKeys, GlobalTimeout: rendered.GlobalTimeout,
 			Actions: actionsOf(rendered), CreatedAt: now,
 		}
 		m.WorkflowID, m.CreatedAt, m.ProvisionedAt = w.ID, now, time.Time{}

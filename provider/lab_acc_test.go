@@ -3,10 +3,8 @@ package provider
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,14 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-
-	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/lab"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/api"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/ipxe"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
@@ -128,21 +121,6 @@ func removeLabBinaries() error {
 	return nil
 }
 
-// agentTokens adapts the engine's "no running workflow" to the ipxe
-// package's, as provisiond's main does.
-type agentTokens struct{ eng *workflow.Engine }
-
-func (a agentTokens) MintAgentToken(ctx context.Context, hardwareID string) (string, string, error) {
-	id, tok, err := a.eng.MintAgentToken(ctx, hardwareID)
-	switch {
-	case errors.Is(err, workflow.ErrNotReady):
-		return "", "", fmt.Errorf("%w: %v", ipxe.ErrNoWorkflow, err)
-	case errors.Is(err, workflow.ErrAgentLive):
-		return "", "", fmt.Errorf("%w: %v", ipxe.ErrAgentLive, err)
-	}
-	return id, tok, err
-}
-
 // realLab is provisiond with real peers (see above).
 type realLab struct {
 	*testDaemon
@@ -173,60 +151,21 @@ func startRealLab(t *testing.T) *realLab { return startRealLabWith(t, nil) }
 func startRealLabWith(t *testing.T, tune func(*workflow.Options)) *realLab {
 	t.Helper()
 	agent, plainboot := buildLabBinaries(t)
-	d := newDaemon(t)
-	hlis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &realLab{testDaemon: d, HTTP: "http://" + hlis.Addr().String(), agent: agent, plainboot: plainboot, disks: labDisks(t)}
 	images := labImages(t)
-
-	reg := prometheus.NewRegistry()
-	// The poller reads every server's power each second, as provisiond's
-	// does each minute: drift in `power` shows within a test step.
-	bmcs := bmc.NewManager(d.Store, d.log, reg, bmc.Options{Timeout: 10 * time.Second, PollInterval: time.Second, IPMICipherSuite: "3"})
-	opts := workflow.Options{
-		PublicURL: l.HTTP, ImagesURL: l.HTTP + "/images", MetadataURL: l.HTTP + "/metadata",
-		BootTimeout: 30 * time.Second, HeartbeatTimeout: 30 * time.Second, ActionGrace: 5 * time.Second,
-		PowerAttempts: 3, PowerRetryDelay: 500 * time.Millisecond,
-	}
-	if tune != nil {
-		tune(&opts)
-	}
-	eng := workflow.New(d.Store, d.log, reg, bmcs, opts)
-	mux := http.NewServeMux()
-	ipxe.New(d.Store, agentTokens{eng}, d.log, reg, ipxe.Options{
-		GRPCAddr: d.Endpoint, HTTPBase: l.HTTP, TLS: true, CABundle: []byte(d.PKI.CACert),
-		ImagesDir: images,
-	}).Register(mux)
-	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 3)
-	go func() { done <- eng.Serve(ctx) }()
-	go func() { done <- bmcs.Serve(ctx) }()
-	go func() {
-		if err := hsrv.Serve(hlis); !errors.Is(err, http.ErrServerClosed) {
-			done <- fmt.Errorf("serve HTTP: %w", err)
-			return
+	d := startDaemon(t, func(c *daemon.Config) {
+		c.ImagesDir = images
+		// The poller reads every server's power each second, as provisiond's
+		// does each minute: drift in `power` shows within a test step.
+		c.BMC = bmc.Options{Timeout: 10 * time.Second, PollInterval: time.Second, IPMICipherSuite: "3"}
+		c.Workflow = workflow.Options{
+			BootTimeout: 30 * time.Second, HeartbeatTimeout: 30 * time.Second, ActionGrace: 5 * time.Second,
+			PowerAttempts: 3, PowerRetryDelay: 500 * time.Millisecond,
 		}
-		done <- nil
-	}()
-	t.Cleanup(func() {
-		cancel()
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = hsrv.Shutdown(sctx)
-		for range 3 {
-			if err := <-done; err != nil {
-				t.Errorf("provisiond: %v", err)
-			}
+		if tune != nil {
+			tune(&c.Workflow)
 		}
 	})
-	d.serve(t, api.Options{Machines: eng, Power: bmcs}, func(s *grpc.Server) {
-		pb.RegisterAgentServer(s, api.NewAgent(eng, d.log, reg))
-	})
-	return l
+	return &realLab{testDaemon: d, HTTP: d.HTTP, agent: agent, plainboot: plainboot, disks: labDisks(t)}
 }
 
 // labImages writes images v1 and v2 (labImage) into a fresh directory.

@@ -6,23 +6,21 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
-	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/api"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
 // TestMain points terraform-plugin-testing at the repository's terraform
@@ -74,90 +72,70 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// testDaemon is provisiond's gRPC API in the test process: a real store
-// in a temporary directory, the real Admin service and token guard, over
-// TLS signed by a throw-away CA, on 127.0.0.1.
+// testDaemon is provisiond in the test process, wired by the daemon
+// package exactly as the binary is: a real store in a temporary
+// directory, the Admin and Agent services behind the token guard over TLS
+// signed by a throw-away CA, the workflow engine and the HTTP server, on
+// 127.0.0.1.
 type testDaemon struct {
 	Endpoint string
+	HTTP     string // http://127.0.0.1:PORT
 	Token    string
 	PKI      *testpki.PKI
 	Store    *store.Store
+	Engine   *workflow.Engine
 	Log      *syncBuffer
 	dir      string
 	log      *slog.Logger
-	lis      net.Listener
 }
 
-// startDaemon starts provisiond's API for one test; opts wires the
-// workflow engine and BMC controller when the test needs them.
-func startDaemon(t *testing.T, opts func(st *store.Store, log *slog.Logger) api.Options) *testDaemon {
-	t.Helper()
-	d := newDaemon(t)
-	var o api.Options
-	if opts != nil {
-		o = opts(d.Store, d.log)
-	}
-	d.serve(t, o)
-	return d
-}
-
-// newDaemon opens the store and the gRPC listener (so that Endpoint is
-// known to what is wired before serve) and makes the secrets.
-func newDaemon(t *testing.T) *testDaemon {
+// startDaemon starts provisiond for one test with the engine's timings
+// made short; tune changes the configuration and opts the wiring (a
+// simulated BMC with daemon.WithPower). Both may be nil.
+func startDaemon(t *testing.T, tune func(*daemon.Config), opts ...daemon.Option) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "provisiond.db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
 	logBuf := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pki := testpki.New(t)
 	pki.WriteFiles(t, dir)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	return &testDaemon{
-		Endpoint: lis.Addr().String(), Token: "admin-token-" + store.NewID(), PKI: pki, Store: st, Log: logBuf,
-		dir: dir, log: log, lis: lis,
-	}
-}
-
-// serve serves the Admin service with o, and the further services that
-// register adds (the Agent service), until the test ends.
-func (d *testDaemon) serve(t *testing.T, o api.Options, register ...func(*grpc.Server)) {
-	t.Helper()
-	tlsConf, err := serverTLS(d.PKI)
+	tlsConf, err := serverTLS(pki)
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth := api.NewAuth(d.Token, false, d.log, nil)
-	gsrv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConf)),
-		grpc.ChainUnaryInterceptor(auth.Unary),
-		grpc.ChainStreamInterceptor(auth.Stream),
-	)
-	pb.RegisterAdminServer(gsrv, api.NewAdmin(d.Store, d.log, o))
-	for _, r := range register {
-		r(gsrv)
+	cfg := daemon.Config{
+		DataDir: dir, GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", PublicIP: "127.0.0.1",
+		Token: "admin-token-" + store.NewID(), TLS: tlsConf, AgentCA: []byte(pki.CACert), NoSync: true,
+		Workflow: workflow.Options{
+			BootTimeout: time.Minute, HeartbeatTimeout: time.Minute, ActionGrace: time.Second,
+			PowerAttempts: 2, PowerRetryDelay: 10 * time.Millisecond,
+		},
+		ShutdownWait: 5 * time.Second,
 	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	dd, err := daemon.New(cfg, append([]daemon.Option{daemon.WithLogger(log)}, opts...)...)
+	if err != nil {
+		t.Fatalf("provisiond: %v", err)
+	}
+	d := &testDaemon{
+		Endpoint: dd.GRPCAddr(), HTTP: "http://" + dd.HTTPAddr(), Token: cfg.Token, PKI: pki,
+		Store: dd.Store(), Engine: dd.Engine(), Log: logBuf, dir: dir, log: log,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- gsrv.Serve(d.lis) }()
+	go func() { served <- dd.Serve(ctx) }()
 	t.Cleanup(func() {
-		gsrv.Stop()
+		cancel()
 		if err := <-served; err != nil {
-			t.Errorf("serve gRPC: %v", err)
+			t.Errorf("provisiond: %v", err)
 		}
 		if t.Failed() {
 			t.Logf("provisiond log:\n%s", d.Log.String())
 		}
 	})
+	return d
 }
 
 // ProviderConfig is the provider block that reaches this daemon.

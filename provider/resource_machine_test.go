@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"regexp"
 	"slices"
@@ -20,9 +19,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rackform/terraform-provider-baremetal/provisiond/api"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
@@ -127,24 +125,8 @@ func (b *simBMC) runAgent(hwID string) {
 // the simulated BMCs and agents of simBMC.
 func startSimLab(t *testing.T) (*testDaemon, *simBMC) {
 	bmc := newSimBMC(t)
-	d := startDaemon(t, func(st *store.Store, log *slog.Logger) api.Options {
-		eng := workflow.New(st, log, prometheus.NewRegistry(), bmc, workflow.Options{
-			PublicURL: "http://127.0.0.1:1", ImagesURL: "http://127.0.0.1:1/images",
-			BootTimeout: time.Minute, HeartbeatTimeout: time.Minute, ActionGrace: time.Second,
-			PowerAttempts: 2, PowerRetryDelay: 10 * time.Millisecond,
-		})
-		bmc.eng = eng
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- eng.Serve(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("workflow engine: %v", err)
-			}
-		})
-		return api.Options{Machines: eng, Power: bmc}
-	})
+	d := startDaemon(t, nil, daemon.WithPower(bmc))
+	bmc.eng = d.Engine
 	return d, bmc
 }
 

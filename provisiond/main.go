@@ -8,74 +8,24 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/api"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/dhcp"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/ipxe"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/metadata"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/ra"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/tftp"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
-// tokens adapts the engine's "no running workflow" to the ipxe package's.
-type tokens struct{ eng *workflow.Engine }
-
-func (t tokens) MintAgentToken(ctx context.Context, hardwareID string) (string, string, error) {
-	id, tok, err := t.eng.MintAgentToken(ctx, hardwareID)
-	switch {
-	case errors.Is(err, workflow.ErrNotReady):
-		return "", "", fmt.Errorf("%w: %v", ipxe.ErrNoWorkflow, err)
-	case errors.Is(err, workflow.ErrAgentLive):
-		return "", "", fmt.Errorf("%w: %v", ipxe.ErrAgentLive, err)
-	}
-	return id, tok, err
-}
-
 var version = "dev"
-
-// healthChecker is the store's Health: nil while it takes writes. It
-// may block on one probe write.
-type healthChecker interface {
-	Health(ctx context.Context) error
-}
-
-// healthz answers 200 "ok", or 503 with the reason when the store does
-// not take writes (disk full, read-only, I/O errors).
-func healthz(h healthChecker) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h.Health(r.Context()); err != nil {
-			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
-}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -141,19 +91,6 @@ func reachable(listen string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err != nil || !ip.IsLoopback()
-}
-
-// newHTTPServer bounds how long a client may take to send its request and
-// how long an idle connection is kept. There is no WriteTimeout: /images/
-// streams multi-GiB images to machines that may read them slowly.
-func newHTTPServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute, // request bodies are at most a metadata token PUT
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
 }
 
 func serverTLS(c *config) (*tls.Config, error) {
@@ -230,69 +167,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			"set --tls-cert and --tls-key, and --tls-agent-ca for network-booted machines", "grpc", c.GRPCListen)
 	}
 
-	// The store is checked before anything listens: a damaged or empty
-	// file stops provisiond here, with its path, not later in a panic.
 	var secretsKey []byte
 	if c.SecretsKeyFile != "" {
 		if secretsKey, err = store.ReadKeyFile(c.SecretsKeyFile); err != nil {
 			return err
 		}
 	}
-	st, err := store.Open(filepath.Join(c.DataDir, "provisiond.db"), store.Options{SecretsKey: secretsKey, Log: log})
-	if err != nil {
-		return err
-	}
-	rep := st.OpenReport()
-	log.Info("store checked", "path", st.Path(), "records", rep.Records, "page_check", rep.PageCheck.Round(time.Millisecond),
-		"decode", rep.Decode.Round(time.Millisecond), "secrets_sealed", secretsKey != nil, "newly_sealed", rep.Sealed)
-	// The store was written to: a failing close is reported like any
-	// other error on the way out.
-	defer func() {
-		if cerr := st.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close store: %w", cerr)
-		}
-	}()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	auth := api.NewAuth(token, c.TLSClientCA != "", log, reg)
-	var creds credentials.TransportCredentials
-	if tlsConf != nil {
-		creds = credentials.NewTLS(tlsConf)
-	}
-	// DHCP hands out our address as server and boot host: check it before
-	// anything listens, so a bad flag leaves nothing running.
-	var serverIP netip.Addr
-	if c.DHCPMode.val != "off" {
-		serverIP, err = netip.ParseAddr(c.PublicIP)
-		if err != nil || !serverIP.Is4() {
-			return fmt.Errorf("--public-ip %q: DHCP needs the IPv4 address machines reach provisiond at", c.PublicIP)
-		}
-	}
-	// Where machines reach us: the public IP with our listeners' ports.
-	publicURL, grpcAddr := "", ""
-	if c.PublicIP != "" {
-		_, hp, _ := net.SplitHostPort(c.HTTPListen)
-		_, gp, _ := net.SplitHostPort(c.GRPCListen)
-		publicURL = "http://" + net.JoinHostPort(c.PublicIP, hp)
-		grpcAddr = net.JoinHostPort(c.PublicIP, gp)
-	}
-	bmcMgr := bmc.NewManager(st, log, reg, bmc.Options{
-		Timeout: c.BMCTimeout, Workers: c.BMCWorkers, PollInterval: c.PowerPoll, IPMICipherSuite: c.IPMICipherSuite,
-	})
-	eng := workflow.New(st, log, reg, bmcMgr, workflow.Options{
-		PublicURL: publicURL, ImagesURL: publicURL + "/images", MetadataURL: publicURL + "/metadata",
-		BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout,
-	})
-
-	gsrv := grpc.NewServer(api.ServerOptions(auth.WithAgentTokens(eng), creds, log)...)
-	pb.RegisterAdminServer(gsrv, api.NewAdmin(st, log, api.Options{Machines: eng, Power: bmcMgr}))
-	pb.RegisterAgentServer(gsrv, api.NewAgent(eng, log, reg))
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gsrv, hs)
-
-	mux := http.NewServeMux()
 	var proxies []string
 	if c.TrustedProxies != "" {
 		proxies = strings.Split(c.TrustedProxies, ",")
@@ -301,7 +181,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("parse --trusted-proxies: %w", err)
 	}
-	metadata.New(st, log, reg, metadata.Options{TrustedProxies: trusted, RequireToken: c.MetadataRequireToken}).Register(mux)
 	if !c.IPXESourceCheck {
 		log.Warn("--ipxe-source-check=false: agent tokens are minted for any caller of /ipxe/{mac}; anyone who can reach provisiond's HTTP port and guess a MAC can take a workflow's token, read its environment and report it done. Use it only in a lab")
 	}
@@ -309,121 +188,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	ipxe.New(st, tokens{eng}, log, reg, ipxe.Options{
-		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: tlsConf != nil, CABundle: agentCA,
-		AgentOSDir: c.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",
-		ImagesDir: c.ImagesDir, IPXEDir: c.IPXEDir, AnySource: !c.IPXESourceCheck,
-	}).Register(mux)
-	mux.Handle("GET /healthz", healthz(st))
-	// With --metrics-listen, /metrics leaves the port that machines reach.
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-	var msrv *http.Server
-	if c.MetricsListen == "" {
-		mux.Handle("GET /metrics", metrics)
-	} else {
-		mmux := http.NewServeMux()
-		mmux.Handle("GET /metrics", metrics)
-		msrv = newHTTPServer(mmux)
-	}
-	hsrv := newHTTPServer(mux)
-
-	glis, err := net.Listen("tcp", c.GRPCListen)
+	d, err := daemon.New(daemon.Config{
+		DataDir: c.DataDir, GRPCListen: c.GRPCListen, HTTPListen: c.HTTPListen, MetricsListen: c.MetricsListen,
+		Token: token, TLS: tlsConf, RequireClientCert: c.TLSClientCA != "", AgentCA: agentCA, SecretsKey: secretsKey,
+		PublicIP: c.PublicIP, DHCPMode: c.DHCPMode.val, DHCPInterface: c.DHCPIface, DHCPLeaseTime: c.DHCPLeaseTime,
+		DHCPDomain: c.DHCPDomain, IPv6RA: c.IPv6RA, TFTPListen: c.TFTPListen,
+		IPXEDir: c.IPXEDir, AgentOSDir: c.AgentOSDir, ImagesDir: c.ImagesDir, IPXEAnySource: !c.IPXESourceCheck,
+		TrustedProxies: trusted, MetadataRequireToken: c.MetadataRequireToken,
+		BMC:       bmc.Options{Timeout: c.BMCTimeout, Workers: c.BMCWorkers, PollInterval: c.PowerPoll, IPMICipherSuite: c.IPMICipherSuite},
+		Workflow:  workflow.Options{BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout},
+		Retention: c.Retention, ShutdownWait: c.ShutdownWait, Version: version,
+	}, daemon.WithLogger(log))
 	if err != nil {
-		return fmt.Errorf("listen gRPC on %s: %w", c.GRPCListen, err)
-	}
-	glis = api.LimitListener(glis)
-	hlis, err := net.Listen("tcp", c.HTTPListen)
-	if err != nil {
-		_ = glis.Close() // never served: the listen error is the news
-		return fmt.Errorf("listen HTTP on %s: %w", c.HTTPListen, err)
-	}
-	var mlis net.Listener
-	if msrv != nil {
-		if mlis, err = net.Listen("tcp", c.MetricsListen); err != nil {
-			_, _ = glis.Close(), hlis.Close() // never served: the listen error is the news
-			return fmt.Errorf("listen metrics on %s: %w", c.MetricsListen, err)
-		}
-	}
-	log.Info("provisiond starting", "version", version, "grpc", glis.Addr().String(), "http", hlis.Addr().String(),
-		"tls", tlsConf != nil, "mtls", c.TLSClientCA != "", "data_dir", c.DataDir)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return eng.Serve(gctx) })
-	g.Go(func() error { return bmcMgr.Serve(gctx) })
-	if c.Retention > 0 {
-		ret := workflow.NewRetention(st, log, reg, workflow.RetentionOptions{MaxAge: c.Retention})
-		g.Go(func() error { return ret.Serve(gctx) })
-	}
-	if c.DHCPMode.val != "off" {
-		srv := dhcp.New(st, log, reg, dhcp.Options{
-			Mode: c.DHCPMode.val, Interface: c.DHCPIface, ServerIP: serverIP, HTTPBase: publicURL,
-			LeaseTime: c.DHCPLeaseTime, Domain: c.DHCPDomain, UserClass: "baremetal",
-		})
-		g.Go(func() error { return srv.Serve(gctx) })
-	}
-	switch {
-	case !c.IPv6RA || c.DHCPMode.val == "off":
-	case c.DHCPIface == "":
-		log.Info("not answering IPv6 router solicitations: --dhcp-interface names no interface; iPXE may wait ~16 s for IPv6 router discovery")
-	default:
-		resp := ra.New(log, reg, ra.Options{Interface: c.DHCPIface})
-		g.Go(func() error {
-			// Machines still boot without it, only slower, so a host where
-			// it cannot run (IPv6 disabled, say) keeps serving.
-			if err := resp.Serve(gctx); err != nil {
-				log.Warn("not answering IPv6 router solicitations; iPXE may wait ~16 s for IPv6 router discovery (--ipv6-ra=false silences this)", "err", err)
-			}
-			return nil
-		})
-	}
-	if c.TFTPListen != "" {
-		srv := tftp.New(log, reg, tftp.Options{Root: c.IPXEDir, Listen: c.TFTPListen})
-		g.Go(func() error { return srv.Serve(gctx) })
-	}
-	g.Go(func() error {
-		if err := gsrv.Serve(glis); err != nil {
-			return fmt.Errorf("serve gRPC: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := hsrv.Serve(hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve HTTP: %w", err)
-		}
-		return nil
-	})
-	if msrv != nil {
-		g.Go(func() error {
-			if err := msrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve metrics: %w", err)
-			}
-			return nil
-		})
-	}
-	g.Go(func() error {
-		<-gctx.Done()
-		log.Info("provisiond stopping")
-		hs.Shutdown()
-		sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownWait)
-		defer cancel()
-		stopped := make(chan struct{})
-		go func() { gsrv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-sctx.Done():
-			gsrv.Stop()
-		}
-		err := hsrv.Shutdown(sctx)
-		if msrv != nil {
-			if merr := msrv.Shutdown(sctx); merr != nil {
-				err = errors.Join(err, fmt.Errorf("shut down metrics: %w", merr))
-			}
-		}
 		return err
-	})
-	err = g.Wait()
-	if ctx.Err() != nil && err == nil {
-		log.Info("provisiond stopped")
 	}
-	return err
+	return d.Serve(ctx)
 }

@@ -73,7 +73,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-type daemon struct {
+type runningDaemon struct {
 	grpcAddr, httpAddr string
 	pki                *testpki.PKI
 	log                *syncBuffer
@@ -83,21 +83,21 @@ type daemon struct {
 
 // startDaemon runs provisiond in-process with TLS and a token, the way
 // `provisiond --data-dir X --token-file T ...` does.
-func startDaemon(t *testing.T, token string, extra ...string) *daemon {
+func startDaemon(t *testing.T, token string, extra ...string) *runningDaemon {
 	t.Helper()
 	pki := testpki.New(t)
 	pki.WriteFiles(t, t.TempDir())
 	return startDaemonWithPKI(t, token, pki, extra...)
 }
 
-func startDaemonWithPKI(t *testing.T, token string, pki *testpki.PKI, extra ...string) *daemon {
+func startDaemonWithPKI(t *testing.T, token string, pki *testpki.PKI, extra ...string) *runningDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{grpcAddr: freePort(t), httpAddr: freePort(t), pki: pki, log: &syncBuffer{}, done: make(chan error, 1)}
+	d := &runningDaemon{grpcAddr: freePort(t), httpAddr: freePort(t), pki: pki, log: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{
 		"--data-dir", filepath.Join(dir, "data"), "--token-file", tokenFile,
 		"--grpc-listen", d.grpcAddr, "--http-listen", d.httpAddr,
@@ -134,7 +134,7 @@ func startDaemonWithPKI(t *testing.T, token string, pki *testpki.PKI, extra ...s
 	return d
 }
 
-func (d *daemon) client(t *testing.T, cfg client.Config) (*client.Client, error) {
+func (d *runningDaemon) client(t *testing.T, cfg client.Config) (*client.Client, error) {
 	t.Helper()
 	cfg.Endpoint = d.grpcAddr
 	if cfg.CACert == "" && !cfg.Insecure {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"io"
 	"net/http"
 	"os"
@@ -142,7 +143,7 @@ func TestMetricsListen(t *testing.T) {
 // TestHTTPServerTimeouts: slow or idle clients cannot hold connections
 // forever, while slow downloads of large images still finish.
 func TestHTTPServerTimeouts(t *testing.T) {
-	s := newHTTPServer(http.NotFoundHandler())
+	s := daemon.NewHTTPServer(http.NotFoundHandler())
 	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.IdleTimeout <= 0 {
 		t.Errorf("timeouts: header %v, read %v, idle %v; want all set", s.ReadHeaderTimeout, s.ReadTimeout, s.IdleTimeout)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"io"
 	"net"
 	"net/http"
@@ -110,7 +111,7 @@ func TestHealthzHandler(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			healthz(fakeHealth{tc.err}).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+			daemon.Healthz(fakeHealth{tc.err}).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 			if rec.Code != tc.wantCode || !strings.Contains(rec.Body.String(), tc.wantBody) {
 				t.Fatalf("%d %q, want %d with %q", rec.Code, rec.Body.String(), tc.wantCode, tc.wantBody)
 			}

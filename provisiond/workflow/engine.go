@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rackform/terraform-provider-baremetal/examples/templates"
 	"github.com/rackform/terraform-provider-baremetal/internal/template"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
@@ -465,22 +466,9 @@ func checkWipe(mode string) error {
 	return fmt.Errorf("%w: wipe %q: want none, quick, zero or discard", ErrInvalid, mode)
 }
 
-// WipeTemplate is the deprovision workflow (examples/templates/wipe.yaml).
-const WipeTemplate = `version: "0.1"
-name: wipe
-global_timeout: 86400
-tasks:
-  - name: deprovision
-    worker: "{{ .device_1 }}"
-    actions:
-      - name: wipe-disks
-        image: wipe
-        timeout: 86000
-        retries: 1
-        environment:
-          DEST_DISKS: "{{ join "," .Hardware.Disks }}"
-          WIPE_MODE: "{{ index .Params "wipe_mode" | default "quick" }}"
-`
+// WipeTemplate is the deprovision workflow: examples/templates/wipe.yaml,
+// embedded, so the example users read is what provisiond runs.
+var WipeTemplate = templates.Wipe
 
 // data is what a machine's template renders against.
 func (e *Engine) data(hw store.Hardware, m store.Machine) template.Data {

@@ -308,14 +308,27 @@ func (s *Server) lookup(ctx context.Context, ip netip.Addr) (record, error) {
 
 // ---------------------------------------------------------------- tokens
 
+// forwardingHeaders are the headers (canonical form) by which a proxy
+// announces that it forwarded a request.
+var forwardingHeaders = []string{"X-Forwarded-For", "Forwarded", "Via"}
+
 // serveToken issues a session token: PUT /latest/api/token.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, req *request) {
 	// Like AWS IMDSv2: a token request that went through a proxy we do not
-	// know (it carries X-Forwarded-For) is refused, so an open proxy or an
-	// SSRF-able service on the machine cannot obtain a token for it.
-	if r.Header.Get("X-Forwarded-For") != "" && !req.hasProxy {
-		http.Error(w, "forwarded token requests are refused", http.StatusForbidden)
-		return
+	// know is refused, so an open proxy or an SSRF-able service on the
+	// machine cannot obtain a token and carry it off the machine. Proxies
+	// announce themselves with any of three headers (X-Forwarded-For, RFC
+	// 7239 Forwarded, RFC 9110 section 7.6.3 Via); the mere presence of
+	// one, even empty, is enough. A trusted proxy (it named the client in
+	// X-Forwarded-For) is the operator's own relay and may forward.
+	if !req.hasProxy {
+		for _, h := range forwardingHeaders {
+			if _, ok := r.Header[h]; ok {
+				s.log.Info("refused forwarded token request", "ip", req.rec.ip, "hardware", req.rec.hw.ID, "header", h)
+				http.Error(w, "forwarded token requests are refused", http.StatusForbidden)
+				return
+			}
+		}
 	}
 	ttl, err := strconv.Atoi(strings.TrimSpace(r.Header.Get(TokenTTLHeader)))
 	if err != nil || ttl < 1 || time.Duration(ttl)*time.Second > MaxTokenTTL {

@@ -640,3 +640,37 @@ func TestParseTrustedProxies(t *testing.T) {
 		t.Error("bad CIDR accepted")
 	}
 }
+
+// TestTokenPUTRefusesForwarded: a token PUT that names a proxy hop in any of
+// the three forwarding headers is refused from an untrusted peer, as AWS
+// IMDSv2 does: a proxy on the machine that forwards the PUT would carry the
+// token off the machine. (Issue 13 item 7; before, only X-Forwarded-For was
+// refused.)
+func TestTokenPUTRefusesForwarded(t *testing.T) {
+	f := newFixture(t, Options{})
+	for name, tc := range map[string]struct {
+		remote string
+		header map[string]string
+		want   int
+	}{
+		"X-Forwarded-For":          {"10.0.0.10", map[string]string{"X-Forwarded-For": "10.0.0.10"}, 403},
+		"Forwarded":                {"10.0.0.10", map[string]string{"Forwarded": "for=10.0.0.10;proto=http"}, 403},
+		"Via":                      {"10.0.0.10", map[string]string{"Via": "1.1 squid"}, 403},
+		"Via, lower case":          {"10.0.0.10", map[string]string{"via": "1.0 fred"}, 403},
+		"Forwarded, empty for":     {"10.0.0.10", map[string]string{"Forwarded": "proto=https"}, 403},
+		"none":                     {"10.0.0.10", nil, 200},
+		"trusted proxy, XFF + Via": {"192.0.2.1", map[string]string{"X-Forwarded-For": "10.0.0.10", "Via": "1.1 relay"}, 200},
+		"trusted proxy, Forwarded": {"192.0.2.1", map[string]string{"X-Forwarded-For": "10.0.0.10", "Forwarded": "for=10.0.0.10"}, 200},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := map[string]string{TokenTTLHeader: "60"}
+			for k, v := range tc.header {
+				h[k] = v
+			}
+			code, body, _ := f.do(t, req{method: http.MethodPut, remote: tc.remote, path: "/latest/api/token", header: h})
+			if code != tc.want {
+				t.Errorf("PUT token with %v: %d %q, want %d", tc.header, code, body, tc.want)
+			}
+		})
+	}
+}

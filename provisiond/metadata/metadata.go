@@ -214,8 +214,9 @@ func (s *Server) wrap(class func(path string) string, h func(http.ResponseWriter
 		}
 		req := &request{rec: rec, hasProxy: trusted}
 		if tok := r.Header.Get(TokenHeader); tok != "" {
-			if !s.checkToken(tok, rec.hw.ID) {
-				s.log.Debug("invalid or expired session token", "ip", ip, "hardware", rec.hw.ID, "path", r.URL.Path)
+			if !s.checkToken(tok, binding(rec)) {
+				// Also a token of an earlier install: the binding moved on.
+				s.log.Debug("invalid, expired or stale session token", "ip", ip, "hardware", rec.hw.ID, "path", r.URL.Path)
 				http.Error(w, "invalid or expired session token", http.StatusUnauthorized)
 				return
 			}
@@ -335,23 +336,41 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, req *request
 		http.Error(w, fmt.Sprintf("%s must be an integer between 1 and %d", TokenTTLHeader, int(MaxTokenTTL.Seconds())), http.StatusBadRequest)
 		return
 	}
-	tok := s.makeToken(req.rec.hw.ID, s.now().Add(time.Duration(ttl)*time.Second))
+	tok := s.makeToken(binding(req.rec), s.now().Add(time.Duration(ttl)*time.Second))
 	w.Header().Set("Content-Type", "text/plain")
 	w.Header().Set(TokenTTLHeader, strconv.Itoa(ttl))
 	_, _ = w.Write([]byte(tok))
 }
 
-// makeToken returns base64url(hardwareID "|" expiry-unix) "." base64url(HMAC).
-func (s *Server) makeToken(hwID string, exp time.Time) string {
-	payload := hwID + "|" + strconv.FormatInt(exp.Unix(), 10)
+// binding is what a session token is bound to: the hardware and the
+// machine's current workflow, or the absence of a machine. A reinstall or a
+// deprovision changes the current workflow and a finished deprovision
+// deletes the machine, so a token minted during one install stops working
+// for the next owner of the hardware. The fields are quoted so that no two
+// records share a binding, whatever their ids hold.
+func binding(rec record) string {
+	m := "-"
+	if rec.m != nil {
+		m = strconv.Quote(rec.m.WorkflowID)
+	}
+	return strconv.Quote(rec.hw.ID) + "|" + m
+}
+
+// makeToken returns base64url(binding "|" expiry-unix) "." base64url(HMAC).
+// The binding is checked against the store on every use, not only the
+// signature: the lookup that identifies the caller reads the machine
+// anyway, so this costs nothing.
+func (s *Server) makeToken(bind string, exp time.Time) string {
+	payload := bind + "|" + strconv.FormatInt(exp.Unix(), 10)
 	mac := hmac.New(sha256.New, s.key)
 	mac.Write([]byte(payload))
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(mac.Sum(nil))
 }
 
-// checkToken reports whether tok is a live token issued for hardware hwID.
-func (s *Server) checkToken(tok, hwID string) bool {
+// checkToken reports whether tok is a live token issued for the binding
+// bind (see binding).
+func (s *Server) checkToken(tok, bind string) bool {
 	p, sig, ok := strings.Cut(tok, ".")
 	if !ok || len(tok) > 1024 {
 		return false
@@ -375,7 +394,7 @@ func (s *Server) checkToken(tok, hwID string) bool {
 	if err != nil || !s.now().Before(time.Unix(exp, 0)) {
 		return false
 	}
-	return string(payload[:i]) == hwID
+	return string(payload[:i]) == bind
 }
 
 // guard answers 401 and returns false when the document needs a token that

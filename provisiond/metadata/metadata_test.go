@@ -497,7 +497,11 @@ func TestTokens(t *testing.T) {
 	}
 	// A token from another process's key is refused.
 	other := New(f.st, nil, nil, Options{Now: func() time.Time { return f.now }})
-	foreign := other.makeToken("hw-a", f.now.Add(time.Hour))
+	bindA := `"hw-a"|"wf-1"` // hw-a with its machine's current workflow
+	if code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/latest/user-data", header: withTok(f.srv.makeToken(bindA, f.now.Add(time.Hour)))}); code != 200 {
+		t.Errorf("token signed with the server's key: %d, want 200", code)
+	}
+	foreign := other.makeToken(bindA, f.now.Add(time.Hour))
 	if code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/latest/user-data", header: withTok(foreign)}); code != 401 {
 		t.Errorf("token signed with another key: %d, want 401", code)
 	}
@@ -673,4 +677,115 @@ func TestTokenPUTRefusesForwarded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTokenBoundToWorkflow: a session token is bound to the machine's
+// current workflow, checked at use, so a token minted during one install
+// cannot read the user-data of the next one (reinstall), nor anything once
+// the machine is deprovisioned or its hardware deleted. (Issue 13 item 7;
+// before, tokens were bound to the hardware id only.)
+func TestTokenBoundToWorkflow(t *testing.T) {
+	ctx := context.Background()
+	withTok := func(tok string) map[string]string { return map[string]string{TokenHeader: tok} }
+	userData := func(f *fixture, tok string) int {
+		// /metadata holds the user-data and answers whether or not a
+		// machine is installed, so only the token decides its code.
+		code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/metadata", header: withTok(tok)})
+		return code
+	}
+	setMachine := func(t *testing.T, f *fixture, fn func(tx *store.Tx, m store.Machine) error) {
+		t.Helper()
+		err := f.st.Update(ctx, func(tx *store.Tx) error {
+			m, err := tx.Machine("hw-a")
+			if err != nil {
+				return err
+			}
+			return fn(tx, m)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, tc := range map[string]struct {
+		change func(tx *store.Tx, m store.Machine) error
+		want   int
+	}{
+		"unchanged": {func(*store.Tx, store.Machine) error { return nil }, 200},
+		"same workflow, install finished": {func(tx *store.Tx, m store.Machine) error {
+			m.ProvisionedAt = time.Unix(1_800_000_100, 0)
+			return tx.PutMachine(m)
+		}, 200},
+		"reinstall: new workflow": {func(tx *store.Tx, m store.Machine) error {
+			m.WorkflowID, m.UserData = "wf-2", "#cloud-config\n# second install\n"
+			return tx.PutMachine(m)
+		}, 401},
+		"deprovision started": {func(tx *store.Tx, m store.Machine) error {
+			m.WorkflowID = "wf-deprovision"
+			return tx.PutMachine(m)
+		}, 401},
+		"deprovisioned: machine gone": {func(tx *store.Tx, _ store.Machine) error {
+			return tx.DeleteMachine("hw-a")
+		}, 401},
+		"machine gone, then reinstalled with the same workflow id": {func(tx *store.Tx, m store.Machine) error {
+			if err := tx.DeleteMachine("hw-a"); err != nil {
+				return err
+			}
+			m.WorkflowID = "wf-1"
+			return tx.PutMachine(m)
+		}, 200}, // the same workflow is the same install: the binding is the workflow
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Options{})
+			tok := mustToken(t, f, "10.0.0.10")
+			if code := userData(f, tok); code != 200 {
+				t.Fatalf("before the change: %d, want 200", code)
+			}
+			setMachine(t, f, tc.change)
+			if code := userData(f, tok); code != tc.want {
+				t.Errorf("after the change: %d, want %d", code, tc.want)
+			}
+			// A fresh token works again whenever the machine is there.
+			if tc.want != 200 && name != "deprovisioned: machine gone" {
+				if code := userData(f, mustToken(t, f, "10.0.0.10")); code != 200 {
+					t.Errorf("fresh token after the change: %d, want 200", code)
+				}
+			}
+		})
+	}
+
+	t.Run("machine and hardware deleted, hardware re-created", func(t *testing.T) {
+		f := newFixture(t, Options{})
+		tok := mustToken(t, f, "10.0.0.11") // hw-b: a machine with no workflow id
+		err := f.st.Update(ctx, func(tx *store.Tx) error {
+			hw, err := tx.Hardware("hw-b")
+			if err != nil {
+				return err
+			}
+			if err := tx.DeleteMachine("hw-b"); err != nil {
+				return err
+			}
+			if err := tx.DeleteHardware("hw-b"); err != nil {
+				return err
+			}
+			return tx.CreateHardware(hw)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := f.do(t, req{remote: "10.0.0.11", path: "/metadata", header: withTok(tok)}); code != 401 {
+			t.Errorf("token of the deleted machine on /metadata: %d, want 401", code)
+		}
+	})
+
+	t.Run("hardware deleted", func(t *testing.T) {
+		f := newFixture(t, Options{})
+		tok := mustToken(t, f, "10.0.0.12") // hw-c: hardware only
+		err := f.st.Update(ctx, func(tx *store.Tx) error { return tx.DeleteHardware("hw-c") })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := f.do(t, req{remote: "10.0.0.12", path: "/metadata", header: withTok(tok)}); code != 404 {
+			t.Errorf("after the hardware is deleted: %d, want 404 (unknown caller)", code)
+		}
+	})
 }

@@ -218,7 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("parse --trusted-proxies: %w", err)
 	}
-	metadata.New(st, log, reg, metadata.Options{TrustedProxies: trusted, RequireToken: c.MetadataRequireToken}).Register(mux)
+	metadata.New(st, log, reg, metadata.Options{TrustedProxies: trusted, TokenOptional: !c.MetadataRequireToken}).Register(mux)
 	agentCA, err := loadAgentCA(c, log)
 	if err != nil {
 		return err

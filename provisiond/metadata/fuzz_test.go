@@ -24,7 +24,7 @@ func FuzzPaths(f *testing.F) {
 		f.Add(s, "10.0.0.10", false)
 		f.Add(s, "10.0.0.10, 10.0.0.11", true)
 	}
-	fx := newFixture(f, Options{})
+	fx := newFixture(f, Options{TokenOptional: true})
 	f.Fuzz(func(t *testing.T, path, xff string, viaProxy bool) {
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
@@ -76,7 +76,7 @@ func FuzzResolve(f *testing.F) {
 	for _, s := range []string{"", "/", "public-keys/", "public-keys/0/openssh-key", "tags/instance/role", "a//b", "placement"} {
 		f.Add(s)
 	}
-	fx := newFixture(f, Options{})
+	fx := newFixture(f, Options{TokenOptional: true})
 	rec := mustLookup(f, fx, "10.0.0.10")
 	root := metaTree(factsOf(rec))
 	f.Fuzz(func(t *testing.T, p string) {

@@ -14,8 +14,9 @@
 // X-aws-ec2-metadata-token-ttl-seconds (1-21600) returns a token bound to the
 // caller's hardware id and an expiry, signed with HMAC-SHA256. A request that
 // carries X-aws-ec2-metadata-token must carry a valid token for the same
-// hardware (else 401). With Options.RequireToken, the documents that can hold
-// secrets (user-data, vendor-data, /metadata, the OpenStack user_data and
+// hardware and the machine's current workflow (else 401). Unless
+// Options.TokenOptional, the documents that can hold secrets (user-data,
+// vendor-data, /metadata, the OpenStack user_data and vendor_data.json and
 // the NoCloud user-data and vendor-data) are refused with 401 without one;
 // the meta-data tree stays readable. See README.md for the threat model.
 package metadata
@@ -55,9 +56,13 @@ type Options struct {
 	// TrustedProxies are the peers whose X-Forwarded-For header is believed.
 	// Empty: the header is ignored from everyone.
 	TrustedProxies []netip.Prefix
-	// RequireToken refuses user-data, vendor-data and /metadata without a
-	// valid session token (see the package documentation).
-	RequireToken bool
+	// TokenOptional serves the documents that can hold secrets (user-data,
+	// vendor-data, /metadata and their OpenStack and NoCloud forms) without
+	// a session token. The zero value requires one: an SSRF-able or
+	// proxying service on the machine then cannot read them with a plain
+	// GET. cloud-init 22.4 sends tokens only on AWS (identified by DMI), so
+	// its network datasources need this on bare metal; see README.md.
+	TokenOptional bool
 	// TokenKey signs session tokens. Empty: a random key per process, so
 	// tokens die with a restart (clients then PUT for a new one).
 	TokenKey []byte
@@ -400,7 +405,7 @@ func (s *Server) checkToken(tok, bind string) bool {
 // guard answers 401 and returns false when the document needs a token that
 // the request does not carry.
 func (s *Server) guard(w http.ResponseWriter, req *request) bool {
-	if s.opts.RequireToken && !req.tokenOK {
+	if !s.opts.TokenOptional && !req.tokenOK {
 		http.Error(w, "a session token is required: PUT /latest/api/token", http.StatusUnauthorized)
 		return false
 	}

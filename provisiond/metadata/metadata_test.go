@@ -136,7 +136,7 @@ const (
 )
 
 func TestEC2Paths(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	const a, b, c = "10.0.0.10", "10.0.0.11", "10.0.0.12"
 	tests := map[string]struct {
 		q        req
@@ -233,7 +233,7 @@ func TestEC2Paths(t *testing.T) {
 // TestProxies: X-Forwarded-For counts only from a trusted proxy, and then
 // only its right-most untrusted entry.
 func TestProxies(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	tests := map[string]struct {
 		remote, xff string
 		path        string
@@ -274,7 +274,7 @@ func TestProxies(t *testing.T) {
 // TestMachinesIsolated: over real loopback TCP, two machines identified by
 // their real source addresses each get only their own user-data.
 func TestMachinesIsolated(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	err := f.st.Update(context.Background(), func(tx *store.Tx) error {
 		for id, ip := range map[string]string{"hw-a": "127.0.0.2/8", "hw-b": "127.0.0.3/8"} {
 			h, err := tx.Hardware(id)
@@ -321,7 +321,7 @@ func TestMachinesIsolated(t *testing.T) {
 }
 
 func TestJSONDocument(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	code, body, h := f.do(t, req{remote: "10.0.0.10", path: "/metadata"})
 	if code != 200 || h.Get("Content-Type") != "application/json" {
 		t.Fatalf("code %d type %q", code, h.Get("Content-Type"))
@@ -377,7 +377,7 @@ func TestJSONDocument(t *testing.T) {
 }
 
 func TestOpenStackAndNoCloud(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	tests := map[string]struct {
 		path string
 		want any
@@ -429,7 +429,7 @@ func TestOpenStackAndNoCloud(t *testing.T) {
 
 // TestTokens covers the IMDSv2-style session token.
 func TestTokens(t *testing.T) {
-	f := newFixture(t, Options{RequireToken: true})
+	f := newFixture(t, Options{})
 	put := func(remote, xff, ttl string) (int, string) {
 		h := map[string]string{}
 		if ttl != "" {
@@ -516,10 +516,10 @@ func mustToken(t *testing.T, f *fixture, remote string) string {
 	return body
 }
 
-// TestTokenOptional: without RequireToken, user-data needs no token, but a
+// TestTokenOptional: with TokenOptional, user-data needs no token, but a
 // presented token is still checked.
 func TestTokenOptional(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	if code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/latest/user-data"}); code != 200 {
 		t.Errorf("without token: %d, want 200", code)
 	}
@@ -530,7 +530,7 @@ func TestTokenOptional(t *testing.T) {
 
 // TestReflectsStoreChanges: no cache; every change is visible at once.
 func TestReflectsStoreChanges(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	ctx := context.Background()
 	get := func(remote, path string) (int, string) {
 		code, body, _ := f.do(t, req{remote: remote, path: path})
@@ -588,7 +588,7 @@ func TestReflectsStoreChanges(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	for _, q := range []req{
 		{remote: "10.0.0.10", path: "/latest/user-data"},
 		{remote: "10.0.0.10", path: "/latest/user-data"},
@@ -651,7 +651,7 @@ func TestParseTrustedProxies(t *testing.T) {
 // token off the machine. (Issue 13 item 7; before, only X-Forwarded-For was
 // refused.)
 func TestTokenPUTRefusesForwarded(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	for name, tc := range map[string]struct {
 		remote string
 		header map[string]string
@@ -735,7 +735,7 @@ func TestTokenBoundToWorkflow(t *testing.T) {
 		}, 200}, // the same workflow is the same install: the binding is the workflow
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t, Options{})
+			f := newFixture(t, Options{TokenOptional: true})
 			tok := mustToken(t, f, "10.0.0.10")
 			if code := userData(f, tok); code != 200 {
 				t.Fatalf("before the change: %d, want 200", code)
@@ -754,7 +754,7 @@ func TestTokenBoundToWorkflow(t *testing.T) {
 	}
 
 	t.Run("machine and hardware deleted, hardware re-created", func(t *testing.T) {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Options{TokenOptional: true})
 		tok := mustToken(t, f, "10.0.0.11") // hw-b: a machine with no workflow id
 		err := f.st.Update(ctx, func(tx *store.Tx) error {
 			hw, err := tx.Hardware("hw-b")
@@ -778,7 +778,7 @@ func TestTokenBoundToWorkflow(t *testing.T) {
 	})
 
 	t.Run("hardware deleted", func(t *testing.T) {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Options{TokenOptional: true})
 		tok := mustToken(t, f, "10.0.0.12") // hw-c: hardware only
 		err := f.st.Update(ctx, func(tx *store.Tx) error { return tx.DeleteHardware("hw-c") })
 		if err != nil {
@@ -788,4 +788,40 @@ func TestTokenBoundToWorkflow(t *testing.T) {
 			t.Errorf("after the hardware is deleted: %d, want 404 (unknown caller)", code)
 		}
 	})
+}
+
+// TestTokenRequiredByDefault: the zero Options (and so provisiond's default)
+// serve no document that can hold secrets without a session token, on
+// every layout; the meta-data tree, meta_data.json and network_data.json
+// stay open so that cloud-init still finds its instance-id, host name, keys
+// and network. (Issue 13 item 7; before, tokens were optional by default.)
+func TestTokenRequiredByDefault(t *testing.T) {
+	f := newFixture(t, Options{})
+	tok := mustToken(t, f, "10.0.0.10")
+	for p, open := range map[string]bool{
+		"/latest/user-data":                               false,
+		"/2009-04-04/user-data":                           false,
+		"/latest/vendor-data":                             false,
+		"/metadata":                                       false,
+		"/openstack/latest/user_data":                     false,
+		"/openstack/latest/vendor_data.json":              false,
+		"/nocloud/user-data":                              false,
+		"/nocloud/vendor-data":                            false,
+		"/latest/meta-data/instance-id":                   true,
+		"/2009-04-04/meta-data/public-keys/0/openssh-key": true,
+		"/openstack/latest/meta_data.json":                true,
+		"/openstack/latest/network_data.json":             true,
+		"/nocloud/meta-data":                              true,
+	} {
+		want := 401
+		if open {
+			want = 200
+		}
+		if code, body, _ := f.do(t, req{remote: "10.0.0.10", path: p}); code != want {
+			t.Errorf("GET %s without a token: %d %q, want %d", p, code, body, want)
+		}
+		if code, body, _ := f.do(t, req{remote: "10.0.0.10", path: p, header: map[string]string{TokenHeader: tok}}); code != 200 {
+			t.Errorf("GET %s with a token: %d %q, want 200", p, code, body)
+		}
+	}
 }

@@ -825,3 +825,77 @@ func TestTokenRequiredByDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestMachinesIsolatedWithTokens: over real loopback connections from two
+// source addresses, with tokens required (the default), a second machine
+// reads only its own user-data: its own token gives its own document, the
+// first machine's token is refused, and it cannot obtain a token for the
+// first machine by naming it in a forwarding header.
+func TestMachinesIsolatedWithTokens(t *testing.T) {
+	f := newFixture(t, Options{})
+	f.now = time.Now() // real clock: tokens cross a real network
+	err := f.st.Update(context.Background(), func(tx *store.Tx) error {
+		for id, ip := range map[string]string{"hw-a": "127.0.0.2/8", "hw-b": "127.0.0.3/8"} {
+			h, err := tx.Hardware(id)
+			if err != nil {
+				return err
+			}
+			h.Interfaces[0].IP = ip
+			if err := tx.UpdateHardware(h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(f.mux)
+	defer srv.Close()
+	a, b := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.3")
+	ttl := map[string]string{TokenTTLHeader: "60"}
+	token := func(c *http.Client, extra map[string]string) (int, string) {
+		h := map[string]string{TokenTTLHeader: "60"}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return call(t, c, http.MethodPut, srv.URL+"/latest/api/token", h)
+	}
+	codeA, tokA := token(a, nil)
+	codeB, tokB := token(b, nil)
+	if codeA != 200 || codeB != 200 {
+		t.Fatalf("token PUTs: A %d, B %d", codeA, codeB)
+	}
+	paths := []string{"/latest/user-data", "/2009-04-04/user-data", "/openstack/latest/user_data", "/nocloud/user-data", "/metadata"}
+	for _, p := range paths {
+		if code, body := get(t, b, srv.URL+p, map[string]string{TokenHeader: tokB}); code != 200 || !strings.Contains(body, "B-SECRET") || strings.Contains(body, "hostname: a") {
+			t.Errorf("B with its token, %s: %d %q, want B's own document", p, code, body)
+		}
+		if code, body := get(t, b, srv.URL+p, map[string]string{TokenHeader: tokA}); code != 401 {
+			t.Errorf("B with A's token, %s: %d %q, want 401", p, code, body)
+		}
+		if code, body := get(t, b, srv.URL+p, nil); code != 401 {
+			t.Errorf("B without a token, %s: %d %q, want 401", p, code, body)
+		}
+		if code, body := get(t, a, srv.URL+p, map[string]string{TokenHeader: tokA}); code != 200 || strings.Contains(body, "B-SECRET") {
+			t.Errorf("A with its token, %s: %d %q, want A's own document", p, code, body)
+		}
+	}
+	// B cannot have a token minted for A by naming A in a forwarding header
+	// (it is no trusted proxy), and a header naming A changes nothing when B
+	// reads with its own token.
+	for _, h := range []map[string]string{
+		{"X-Forwarded-For": "127.0.0.2"}, {"Forwarded": "for=127.0.0.2"}, {"Via": "1.1 127.0.0.2"},
+	} {
+		if code, body := token(b, h); code != 403 {
+			t.Errorf("B's token PUT with %v: %d %q, want 403", h, code, body)
+		}
+	}
+	if code, body := get(t, b, srv.URL+"/latest/user-data", map[string]string{TokenHeader: tokB, "X-Forwarded-For": "127.0.0.2"}); code != 200 || body != userDataB {
+		t.Errorf("B with its token naming A in X-Forwarded-For: %d %q, want B's user-data", code, body)
+	}
+	// An address that is no machine gets no token.
+	if code, _ := call(t, clientFrom(t, "127.0.0.4"), http.MethodPut, srv.URL+"/latest/api/token", ttl); code != 404 {
+		t.Errorf("token PUT from unknown 127.0.0.4: %d, want 404", code)
+	}
+}

@@ -380,7 +380,8 @@ func (s *Server) checkToken(tok, bind string) bool {
 	if !ok || len(tok) > 1024 {
 		return false
 	}
-	enc := base64.RawURLEncoding
+	// Strict: one token has exactly one spelling (no stray padding bits).
+	enc := base64.RawURLEncoding.Strict()
 	payload, err1 := enc.DecodeString(p)
 	got, err2 := enc.DecodeString(sig)
 	if err1 != nil || err2 != nil {

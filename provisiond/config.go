@@ -103,7 +103,7 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.DHCPDomain, "dhcp-domain", "", "domain name (option 15) for host names that are not FQDNs")
 	fs.BoolVar(&c.IPXESourceCheck, "ipxe-source-check", true, "mint agent tokens only for requests from the MAC's DHCP lease or configured address (false: any caller; labs only)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For the metadata service believes")
-	fs.BoolVar(&c.MetadataRequireToken, "metadata-require-token", false, "user-data and /metadata need an IMDSv2-style session token")
+	fs.BoolVar(&c.MetadataRequireToken, "metadata-require-token", false, "user-data, vendor-data and /metadata (EC2, OpenStack and NoCloud forms) need an IMDSv2-style session token (PUT /latest/api/token); off by default because cloud-init 22.4 sends tokens only on AWS, so its Ec2, OpenStack and NoCloud datasources read no user-data on bare metal with it on")
 	fs.DurationVar(&c.BMCTimeout, "bmc-timeout", 30*time.Second, "timeout of one BMC operation attempt")
 	fs.IntVar(&c.BMCWorkers, "bmc-workers", 16, "BMC operations in flight at once across all BMCs")
 	fs.DurationVar(&c.PowerPoll, "power-poll-interval", time.Minute, "how often to read every server's power state (negative: off)")

@@ -194,7 +194,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		PublicIP: c.PublicIP, DHCPMode: c.DHCPMode.val, DHCPInterface: c.DHCPIface, DHCPLeaseTime: c.DHCPLeaseTime,
 		DHCPDomain: c.DHCPDomain, IPv6RA: c.IPv6RA, TFTPListen: c.TFTPListen,
 		IPXEDir: c.IPXEDir, AgentOSDir: c.AgentOSDir, ImagesDir: c.ImagesDir, IPXEAnySource: !c.IPXESourceCheck,
-		TrustedProxies: trusted, MetadataRequireToken: c.MetadataRequireToken,
+		TrustedProxies: trusted, MetadataTokenOptional: !c.MetadataRequireToken,
 		BMC:       bmc.Options{Timeout: c.BMCTimeout, Workers: c.BMCWorkers, PollInterval: c.PowerPoll, IPMICipherSuite: c.IPMICipherSuite},
 		Workflow:  workflow.Options{BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout},
 		Retention: c.Retention, ShutdownWait: c.ShutdownWait, Version: version,

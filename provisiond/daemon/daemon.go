@@ -82,8 +82,10 @@ type Config struct {
 	// IPXEAnySource mints agent tokens for any caller (labs only).
 	IPXEAnySource bool
 
-	TrustedProxies       []netip.Prefix
-	MetadataRequireToken bool
+	TrustedProxies []netip.Prefix
+	// MetadataTokenOptional serves user-data and /metadata to plain GETs;
+	// false requires an IMDSv2-style session token.
+	MetadataTokenOptional bool
 
 	BMC      bmc.Options
 	Workflow workflow.Options
@@ -245,7 +247,7 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 	healthpb.RegisterHealthServer(d.gsrv, d.health)
 
 	mux := http.NewServeMux()
-	metadata.New(d.st, log, reg, metadata.Options{TrustedProxies: cfg.TrustedProxies, RequireToken: cfg.MetadataRequireToken}).Register(mux)
+	metadata.New(d.st, log, reg, metadata.Options{TrustedProxies: cfg.TrustedProxies, TokenOptional: cfg.MetadataTokenOptional}).Register(mux)
 	ipxe.New(d.st, Tokens{d.eng}, log, reg, ipxe.Options{
 		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: cfg.TLS != nil, CABundle: cfg.AgentCA,
 		AgentOSDir: cfg.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",

@@ -182,7 +182,7 @@ func (cr *ec2Crawler) materialize(base string) map[string]any {
 func TestCloudInitEC2Crawl(t *testing.T) {
 	for _, imdsv2 := range []bool{false, true} {
 		t.Run("imdsv2="+strconv.FormatBool(imdsv2), func(t *testing.T) {
-			f := newFixture(t, Options{RequireToken: imdsv2})
+			f := newFixture(t, Options{TokenOptional: !imdsv2})
 			err := f.st.Update(context.Background(), func(tx *store.Tx) error {
 				h, err := tx.Hardware("hw-a")
 				if err != nil {

@@ -241,7 +241,7 @@ type ec2Answer struct {
 	status    int
 	body      []byte
 	raw       bool // application/octet-stream rather than text
-	protected bool // needs a session token when RequireToken is set
+	protected bool // needs a session token unless TokenOptional is set
 }
 
 // answerEC2 resolves an EC2 path for one record. It never looks at any

@@ -1,11 +1,14 @@
 package metadata
 
 import (
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzPaths sends arbitrary paths and X-Forwarded-For values to the full
@@ -24,7 +27,7 @@ func FuzzPaths(f *testing.F) {
 		f.Add(s, "10.0.0.10", false)
 		f.Add(s, "10.0.0.10, 10.0.0.11", true)
 	}
-	fx := newFixture(f, Options{})
+	fx := newFixture(f, Options{TokenOptional: true})
 	f.Fuzz(func(t *testing.T, path, xff string, viaProxy bool) {
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
@@ -76,7 +79,7 @@ func FuzzResolve(f *testing.F) {
 	for _, s := range []string{"", "/", "public-keys/", "public-keys/0/openssh-key", "tags/instance/role", "a//b", "placement"} {
 		f.Add(s)
 	}
-	fx := newFixture(f, Options{})
+	fx := newFixture(f, Options{TokenOptional: true})
 	rec := mustLookup(f, fx, "10.0.0.10")
 	root := metaTree(factsOf(rec))
 	f.Fuzz(func(t *testing.T, p string) {
@@ -115,4 +118,34 @@ func mustLookup(t testing.TB, fx *fixture, ip string) record {
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// FuzzToken feeds arbitrary session-token headers to checkToken: it must
+// never panic, and it may accept a token only if it is, byte for byte, the
+// token the server itself mints for that binding and the expiry it carries.
+func FuzzToken(f *testing.F) {
+	srv := New(nil, nil, nil, Options{Now: func() time.Time { return time.Unix(1_800_000_000, 0) }})
+	bind := `"hw-a"|"wf-1"`
+	valid := srv.makeToken(bind, time.Unix(1_800_000_060, 0))
+	for _, s := range []string{valid, valid + "A", "x.y", ".", "", valid[:len(valid)-1], strings.Replace(valid, ".", "..", 1)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		if !srv.checkToken(tok, bind) {
+			return
+		}
+		p, _, _ := strings.Cut(tok, ".")
+		payload, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil {
+			t.Fatalf("accepted %q with an undecodable payload", tok)
+		}
+		i := strings.LastIndexByte(string(payload), '|')
+		exp, err := strconv.ParseInt(string(payload[i+1:]), 10, 64)
+		if err != nil {
+			t.Fatalf("accepted %q with a bad expiry", tok)
+		}
+		if want := srv.makeToken(bind, time.Unix(exp, 0)); tok != want {
+			t.Fatalf("accepted %q, which the server would spell %q", tok, want)
+		}
+	})
 }

@@ -14,8 +14,9 @@
 // X-aws-ec2-metadata-token-ttl-seconds (1-21600) returns a token bound to the
 // caller's hardware id and an expiry, signed with HMAC-SHA256. A request that
 // carries X-aws-ec2-metadata-token must carry a valid token for the same
-// hardware (else 401). With Options.RequireToken, the documents that can hold
-// secrets (user-data, vendor-data, /metadata, the OpenStack user_data and
+// hardware and the machine's current workflow (else 401). Unless
+// Options.TokenOptional, the documents that can hold secrets (user-data,
+// vendor-data, /metadata, the OpenStack user_data and vendor_data.json and
 // the NoCloud user-data and vendor-data) are refused with 401 without one;
 // the meta-data tree stays readable. See README.md for the threat model.
 package metadata
@@ -55,9 +56,13 @@ type Options struct {
 	// TrustedProxies are the peers whose X-Forwarded-For header is believed.
 	// Empty: the header is ignored from everyone.
 	TrustedProxies []netip.Prefix
-	// RequireToken refuses user-data, vendor-data and /metadata without a
-	// valid session token (see the package documentation).
-	RequireToken bool
+	// TokenOptional serves the documents that can hold secrets (user-data,
+	// vendor-data, /metadata and their OpenStack and NoCloud forms) without
+	// a session token. The zero value requires one: an SSRF-able or
+	// proxying service on the machine then cannot read them with a plain
+	// GET. cloud-init 22.4 sends tokens only on AWS (identified by DMI), so
+	// its network datasources need this on bare metal; see README.md.
+	TokenOptional bool
 	// TokenKey signs session tokens. Empty: a random key per process, so
 	// tokens die with a restart (clients then PUT for a new one).
 	TokenKey []byte
@@ -214,8 +219,9 @@ func (s *Server) wrap(class func(path string) string, h func(http.ResponseWriter
 		}
 		req := &request{rec: rec, hasProxy: trusted}
 		if tok := r.Header.Get(TokenHeader); tok != "" {
-			if !s.checkToken(tok, rec.hw.ID) {
-				s.log.Debug("invalid or expired session token", "ip", ip, "hardware", rec.hw.ID, "path", r.URL.Path)
+			if !s.checkToken(tok, binding(rec)) {
+				// Also a token of an earlier install: the binding moved on.
+				s.log.Debug("invalid, expired or stale session token", "ip", ip, "hardware", rec.hw.ID, "path", r.URL.Path)
 				http.Error(w, "invalid or expired session token", http.StatusUnauthorized)
 				return
 			}
@@ -308,42 +314,74 @@ func (s *Server) lookup(ctx context.Context, ip netip.Addr) (record, error) {
 
 // ---------------------------------------------------------------- tokens
 
+// forwardingHeaders are the headers (canonical form) by which a proxy
+// announces that it forwarded a request.
+var forwardingHeaders = []string{"X-Forwarded-For", "Forwarded", "Via"}
+
 // serveToken issues a session token: PUT /latest/api/token.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, req *request) {
 	// Like AWS IMDSv2: a token request that went through a proxy we do not
-	// know (it carries X-Forwarded-For) is refused, so an open proxy or an
-	// SSRF-able service on the machine cannot obtain a token for it.
-	if r.Header.Get("X-Forwarded-For") != "" && !req.hasProxy {
-		http.Error(w, "forwarded token requests are refused", http.StatusForbidden)
-		return
+	// know is refused, so an open proxy or an SSRF-able service on the
+	// machine cannot obtain a token and carry it off the machine. Proxies
+	// announce themselves with any of three headers (X-Forwarded-For, RFC
+	// 7239 Forwarded, RFC 9110 section 7.6.3 Via); the mere presence of
+	// one, even empty, is enough. A trusted proxy (it named the client in
+	// X-Forwarded-For) is the operator's own relay and may forward.
+	if !req.hasProxy {
+		for _, h := range forwardingHeaders {
+			if _, ok := r.Header[h]; ok {
+				s.log.Info("refused forwarded token request", "ip", req.rec.ip, "hardware", req.rec.hw.ID, "header", h)
+				http.Error(w, "forwarded token requests are refused", http.StatusForbidden)
+				return
+			}
+		}
 	}
 	ttl, err := strconv.Atoi(strings.TrimSpace(r.Header.Get(TokenTTLHeader)))
 	if err != nil || ttl < 1 || time.Duration(ttl)*time.Second > MaxTokenTTL {
 		http.Error(w, fmt.Sprintf("%s must be an integer between 1 and %d", TokenTTLHeader, int(MaxTokenTTL.Seconds())), http.StatusBadRequest)
 		return
 	}
-	tok := s.makeToken(req.rec.hw.ID, s.now().Add(time.Duration(ttl)*time.Second))
+	tok := s.makeToken(binding(req.rec), s.now().Add(time.Duration(ttl)*time.Second))
 	w.Header().Set("Content-Type", "text/plain")
 	w.Header().Set(TokenTTLHeader, strconv.Itoa(ttl))
 	_, _ = w.Write([]byte(tok))
 }
 
-// makeToken returns base64url(hardwareID "|" expiry-unix) "." base64url(HMAC).
-func (s *Server) makeToken(hwID string, exp time.Time) string {
-	payload := hwID + "|" + strconv.FormatInt(exp.Unix(), 10)
+// binding is what a session token is bound to: the hardware and the
+// machine's current workflow, or the absence of a machine. A reinstall or a
+// deprovision changes the current workflow and a finished deprovision
+// deletes the machine, so a token minted during one install stops working
+// for the next owner of the hardware. The fields are quoted so that no two
+// records share a binding, whatever their ids hold.
+func binding(rec record) string {
+	m := "-"
+	if rec.m != nil {
+		m = strconv.Quote(rec.m.WorkflowID)
+	}
+	return strconv.Quote(rec.hw.ID) + "|" + m
+}
+
+// makeToken returns base64url(binding "|" expiry-unix) "." base64url(HMAC).
+// The binding is checked against the store on every use, not only the
+// signature: the lookup that identifies the caller reads the machine
+// anyway, so this costs nothing.
+func (s *Server) makeToken(bind string, exp time.Time) string {
+	payload := bind + "|" + strconv.FormatInt(exp.Unix(), 10)
 	mac := hmac.New(sha256.New, s.key)
 	mac.Write([]byte(payload))
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(mac.Sum(nil))
 }
 
-// checkToken reports whether tok is a live token issued for hardware hwID.
-func (s *Server) checkToken(tok, hwID string) bool {
+// checkToken reports whether tok is a live token issued for the binding
+// bind (see binding).
+func (s *Server) checkToken(tok, bind string) bool {
 	p, sig, ok := strings.Cut(tok, ".")
 	if !ok || len(tok) > 1024 {
 		return false
 	}
-	enc := base64.RawURLEncoding
+	// Strict: one token has exactly one spelling (no stray padding bits).
+	enc := base64.RawURLEncoding.Strict()
 	payload, err1 := enc.DecodeString(p)
 	got, err2 := enc.DecodeString(sig)
 	if err1 != nil || err2 != nil {
@@ -362,13 +400,13 @@ func (s *Server) checkToken(tok, hwID string) bool {
 	if err != nil || !s.now().Before(time.Unix(exp, 0)) {
 		return false
 	}
-	return string(payload[:i]) == hwID
+	return string(payload[:i]) == bind
 }
 
 // guard answers 401 and returns false when the document needs a token that
 // the request does not carry.
 func (s *Server) guard(w http.ResponseWriter, req *request) bool {
-	if s.opts.RequireToken && !req.tokenOK {
+	if !s.opts.TokenOptional && !req.tokenOK {
 		http.Error(w, "a session token is required: PUT /latest/api/token", http.StatusUnauthorized)
 		return false
 	}

@@ -136,7 +136,7 @@ const (
 )
 
 func TestEC2Paths(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	const a, b, c = "10.0.0.10", "10.0.0.11", "10.0.0.12"
 	tests := map[string]struct {
 		q        req
@@ -233,7 +233,7 @@ func TestEC2Paths(t *testing.T) {
 // TestProxies: X-Forwarded-For counts only from a trusted proxy, and then
 // only its right-most untrusted entry.
 func TestProxies(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	tests := map[string]struct {
 		remote, xff string
 		path        string
@@ -274,7 +274,7 @@ func TestProxies(t *testing.T) {
 // TestMachinesIsolated: over real loopback TCP, two machines identified by
 // their real source addresses each get only their own user-data.
 func TestMachinesIsolated(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	err := f.st.Update(context.Background(), func(tx *store.Tx) error {
 		for id, ip := range map[string]string{"hw-a": "127.0.0.2/8", "hw-b": "127.0.0.3/8"} {
 			h, err := tx.Hardware(id)
@@ -321,7 +321,7 @@ func TestMachinesIsolated(t *testing.T) {
 }
 
 func TestJSONDocument(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	code, body, h := f.do(t, req{remote: "10.0.0.10", path: "/metadata"})
 	if code != 200 || h.Get("Content-Type") != "application/json" {
 		t.Fatalf("code %d type %q", code, h.Get("Content-Type"))
@@ -377,7 +377,7 @@ func TestJSONDocument(t *testing.T) {
 }
 
 func TestOpenStackAndNoCloud(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	tests := map[string]struct {
 		path string
 		want any
@@ -429,7 +429,7 @@ func TestOpenStackAndNoCloud(t *testing.T) {
 
 // TestTokens covers the IMDSv2-style session token.
 func TestTokens(t *testing.T) {
-	f := newFixture(t, Options{RequireToken: true})
+	f := newFixture(t, Options{})
 	put := func(remote, xff, ttl string) (int, string) {
 		h := map[string]string{}
 		if ttl != "" {
@@ -497,7 +497,11 @@ func TestTokens(t *testing.T) {
 	}
 	// A token from another process's key is refused.
 	other := New(f.st, nil, nil, Options{Now: func() time.Time { return f.now }})
-	foreign := other.makeToken("hw-a", f.now.Add(time.Hour))
+	bindA := `"hw-a"|"wf-1"` // hw-a with its machine's current workflow
+	if code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/latest/user-data", header: withTok(f.srv.makeToken(bindA, f.now.Add(time.Hour)))}); code != 200 {
+		t.Errorf("token signed with the server's key: %d, want 200", code)
+	}
+	foreign := other.makeToken(bindA, f.now.Add(time.Hour))
 	if code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/latest/user-data", header: withTok(foreign)}); code != 401 {
 		t.Errorf("token signed with another key: %d, want 401", code)
 	}
@@ -512,10 +516,10 @@ func mustToken(t *testing.T, f *fixture, remote string) string {
 	return body
 }
 
-// TestTokenOptional: without RequireToken, user-data needs no token, but a
+// TestTokenOptional: with TokenOptional, user-data needs no token, but a
 // presented token is still checked.
 func TestTokenOptional(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	if code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/latest/user-data"}); code != 200 {
 		t.Errorf("without token: %d, want 200", code)
 	}
@@ -526,7 +530,7 @@ func TestTokenOptional(t *testing.T) {
 
 // TestReflectsStoreChanges: no cache; every change is visible at once.
 func TestReflectsStoreChanges(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	ctx := context.Background()
 	get := func(remote, path string) (int, string) {
 		code, body, _ := f.do(t, req{remote: remote, path: path})
@@ -584,7 +588,7 @@ func TestReflectsStoreChanges(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Options{TokenOptional: true})
 	for _, q := range []req{
 		{remote: "10.0.0.10", path: "/latest/user-data"},
 		{remote: "10.0.0.10", path: "/latest/user-data"},
@@ -638,5 +642,260 @@ func TestParseTrustedProxies(t *testing.T) {
 	}
 	if _, err := ParseTrustedProxies([]string{"0.0.0.0/0x"}); err == nil {
 		t.Error("bad CIDR accepted")
+	}
+}
+
+// TestTokenPUTRefusesForwarded: a token PUT that names a proxy hop in any of
+// the three forwarding headers is refused from an untrusted peer, as AWS
+// IMDSv2 does: a proxy on the machine that forwards the PUT would carry the
+// token off the machine. (Issue 13 item 7; before, only X-Forwarded-For was
+// refused.)
+func TestTokenPUTRefusesForwarded(t *testing.T) {
+	f := newFixture(t, Options{TokenOptional: true})
+	for name, tc := range map[string]struct {
+		remote string
+		header map[string]string
+		want   int
+	}{
+		"X-Forwarded-For":          {"10.0.0.10", map[string]string{"X-Forwarded-For": "10.0.0.10"}, 403},
+		"Forwarded":                {"10.0.0.10", map[string]string{"Forwarded": "for=10.0.0.10;proto=http"}, 403},
+		"Via":                      {"10.0.0.10", map[string]string{"Via": "1.1 squid"}, 403},
+		"Via, lower case":          {"10.0.0.10", map[string]string{"via": "1.0 fred"}, 403},
+		"Forwarded, empty for":     {"10.0.0.10", map[string]string{"Forwarded": "proto=https"}, 403},
+		"none":                     {"10.0.0.10", nil, 200},
+		"trusted proxy, XFF + Via": {"192.0.2.1", map[string]string{"X-Forwarded-For": "10.0.0.10", "Via": "1.1 relay"}, 200},
+		"trusted proxy, Forwarded": {"192.0.2.1", map[string]string{"X-Forwarded-For": "10.0.0.10", "Forwarded": "for=10.0.0.10"}, 200},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := map[string]string{TokenTTLHeader: "60"}
+			for k, v := range tc.header {
+				h[k] = v
+			}
+			code, body, _ := f.do(t, req{method: http.MethodPut, remote: tc.remote, path: "/latest/api/token", header: h})
+			if code != tc.want {
+				t.Errorf("PUT token with %v: %d %q, want %d", tc.header, code, body, tc.want)
+			}
+		})
+	}
+}
+
+// TestTokenBoundToWorkflow: a session token is bound to the machine's
+// current workflow, checked at use, so a token minted during one install
+// cannot read the user-data of the next one (reinstall), nor anything once
+// the machine is deprovisioned or its hardware deleted. (Issue 13 item 7;
+// before, tokens were bound to the hardware id only.)
+func TestTokenBoundToWorkflow(t *testing.T) {
+	ctx := context.Background()
+	withTok := func(tok string) map[string]string { return map[string]string{TokenHeader: tok} }
+	userData := func(f *fixture, tok string) int {
+		// /metadata holds the user-data and answers whether or not a
+		// machine is installed, so only the token decides its code.
+		code, _, _ := f.do(t, req{remote: "10.0.0.10", path: "/metadata", header: withTok(tok)})
+		return code
+	}
+	setMachine := func(t *testing.T, f *fixture, fn func(tx *store.Tx, m store.Machine) error) {
+		t.Helper()
+		err := f.st.Update(ctx, func(tx *store.Tx) error {
+			m, err := tx.Machine("hw-a")
+			if err != nil {
+				return err
+			}
+			return fn(tx, m)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, tc := range map[string]struct {
+		change func(tx *store.Tx, m store.Machine) error
+		want   int
+	}{
+		"unchanged": {func(*store.Tx, store.Machine) error { return nil }, 200},
+		"same workflow, install finished": {func(tx *store.Tx, m store.Machine) error {
+			m.ProvisionedAt = time.Unix(1_800_000_100, 0)
+			return tx.PutMachine(m)
+		}, 200},
+		"reinstall: new workflow": {func(tx *store.Tx, m store.Machine) error {
+			m.WorkflowID, m.UserData = "wf-2", "#cloud-config\n# second install\n"
+			return tx.PutMachine(m)
+		}, 401},
+		"deprovision started": {func(tx *store.Tx, m store.Machine) error {
+			m.WorkflowID = "wf-deprovision"
+			return tx.PutMachine(m)
+		}, 401},
+		"deprovisioned: machine gone": {func(tx *store.Tx, _ store.Machine) error {
+			return tx.DeleteMachine("hw-a")
+		}, 401},
+		"machine gone, then reinstalled with the same workflow id": {func(tx *store.Tx, m store.Machine) error {
+			if err := tx.DeleteMachine("hw-a"); err != nil {
+				return err
+			}
+			m.WorkflowID = "wf-1"
+			return tx.PutMachine(m)
+		}, 200}, // the same workflow is the same install: the binding is the workflow
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Options{TokenOptional: true})
+			tok := mustToken(t, f, "10.0.0.10")
+			if code := userData(f, tok); code != 200 {
+				t.Fatalf("before the change: %d, want 200", code)
+			}
+			setMachine(t, f, tc.change)
+			if code := userData(f, tok); code != tc.want {
+				t.Errorf("after the change: %d, want %d", code, tc.want)
+			}
+			// A fresh token works again whenever the machine is there.
+			if tc.want != 200 && name != "deprovisioned: machine gone" {
+				if code := userData(f, mustToken(t, f, "10.0.0.10")); code != 200 {
+					t.Errorf("fresh token after the change: %d, want 200", code)
+				}
+			}
+		})
+	}
+
+	t.Run("machine and hardware deleted, hardware re-created", func(t *testing.T) {
+		f := newFixture(t, Options{TokenOptional: true})
+		tok := mustToken(t, f, "10.0.0.11") // hw-b: a machine with no workflow id
+		err := f.st.Update(ctx, func(tx *store.Tx) error {
+			hw, err := tx.Hardware("hw-b")
+			if err != nil {
+				return err
+			}
+			if err := tx.DeleteMachine("hw-b"); err != nil {
+				return err
+			}
+			if err := tx.DeleteHardware("hw-b"); err != nil {
+				return err
+			}
+			return tx.CreateHardware(hw)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := f.do(t, req{remote: "10.0.0.11", path: "/metadata", header: withTok(tok)}); code != 401 {
+			t.Errorf("token of the deleted machine on /metadata: %d, want 401", code)
+		}
+	})
+
+	t.Run("hardware deleted", func(t *testing.T) {
+		f := newFixture(t, Options{TokenOptional: true})
+		tok := mustToken(t, f, "10.0.0.12") // hw-c: hardware only
+		err := f.st.Update(ctx, func(tx *store.Tx) error { return tx.DeleteHardware("hw-c") })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := f.do(t, req{remote: "10.0.0.12", path: "/metadata", header: withTok(tok)}); code != 404 {
+			t.Errorf("after the hardware is deleted: %d, want 404 (unknown caller)", code)
+		}
+	})
+}
+
+// TestTokenRequiredByDefault: the zero Options (and so provisiond's default)
+// serve no document that can hold secrets without a session token, on
+// every layout; the meta-data tree, meta_data.json and network_data.json
+// stay open so that cloud-init still finds its instance-id, host name, keys
+// and network. (Issue 13 item 7; before, tokens were optional by default.)
+func TestTokenRequiredByDefault(t *testing.T) {
+	f := newFixture(t, Options{})
+	tok := mustToken(t, f, "10.0.0.10")
+	for p, open := range map[string]bool{
+		"/latest/user-data":                               false,
+		"/2009-04-04/user-data":                           false,
+		"/latest/vendor-data":                             false,
+		"/metadata":                                       false,
+		"/openstack/latest/user_data":                     false,
+		"/openstack/latest/vendor_data.json":              false,
+		"/nocloud/user-data":                              false,
+		"/nocloud/vendor-data":                            false,
+		"/latest/meta-data/instance-id":                   true,
+		"/2009-04-04/meta-data/public-keys/0/openssh-key": true,
+		"/openstack/latest/meta_data.json":                true,
+		"/openstack/latest/network_data.json":             true,
+		"/nocloud/meta-data":                              true,
+	} {
+		want := 401
+		if open {
+			want = 200
+		}
+		if code, body, _ := f.do(t, req{remote: "10.0.0.10", path: p}); code != want {
+			t.Errorf("GET %s without a token: %d %q, want %d", p, code, body, want)
+		}
+		if code, body, _ := f.do(t, req{remote: "10.0.0.10", path: p, header: map[string]string{TokenHeader: tok}}); code != 200 {
+			t.Errorf("GET %s with a token: %d %q, want 200", p, code, body)
+		}
+	}
+}
+
+// TestMachinesIsolatedWithTokens: over real loopback connections from two
+// source addresses, with tokens required (the default), a second machine
+// reads only its own user-data: its own token gives its own document, the
+// first machine's token is refused, and it cannot obtain a token for the
+// first machine by naming it in a forwarding header.
+func TestMachinesIsolatedWithTokens(t *testing.T) {
+	f := newFixture(t, Options{})
+	f.now = time.Now() // real clock: tokens cross a real network
+	err := f.st.Update(context.Background(), func(tx *store.Tx) error {
+		for id, ip := range map[string]string{"hw-a": "127.0.0.2/8", "hw-b": "127.0.0.3/8"} {
+			h, err := tx.Hardware(id)
+			if err != nil {
+				return err
+			}
+			h.Interfaces[0].IP = ip
+			if err := tx.UpdateHardware(h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(f.mux)
+	defer srv.Close()
+	a, b := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.3")
+	ttl := map[string]string{TokenTTLHeader: "60"}
+	token := func(c *http.Client, extra map[string]string) (int, string) {
+		h := map[string]string{TokenTTLHeader: "60"}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return call(t, c, http.MethodPut, srv.URL+"/latest/api/token", h)
+	}
+	codeA, tokA := token(a, nil)
+	codeB, tokB := token(b, nil)
+	if codeA != 200 || codeB != 200 {
+		t.Fatalf("token PUTs: A %d, B %d", codeA, codeB)
+	}
+	paths := []string{"/latest/user-data", "/2009-04-04/user-data", "/openstack/latest/user_data", "/nocloud/user-data", "/metadata"}
+	for _, p := range paths {
+		if code, body := get(t, b, srv.URL+p, map[string]string{TokenHeader: tokB}); code != 200 || !strings.Contains(body, "B-SECRET") || strings.Contains(body, "hostname: a") {
+			t.Errorf("B with its token, %s: %d %q, want B's own document", p, code, body)
+		}
+		if code, body := get(t, b, srv.URL+p, map[string]string{TokenHeader: tokA}); code != 401 {
+			t.Errorf("B with A's token, %s: %d %q, want 401", p, code, body)
+		}
+		if code, body := get(t, b, srv.URL+p, nil); code != 401 {
+			t.Errorf("B without a token, %s: %d %q, want 401", p, code, body)
+		}
+		if code, body := get(t, a, srv.URL+p, map[string]string{TokenHeader: tokA}); code != 200 || strings.Contains(body, "B-SECRET") {
+			t.Errorf("A with its token, %s: %d %q, want A's own document", p, code, body)
+		}
+	}
+	// B cannot have a token minted for A by naming A in a forwarding header
+	// (it is no trusted proxy), and a header naming A changes nothing when B
+	// reads with its own token.
+	for _, h := range []map[string]string{
+		{"X-Forwarded-For": "127.0.0.2"}, {"Forwarded": "for=127.0.0.2"}, {"Via": "1.1 127.0.0.2"},
+	} {
+		if code, body := token(b, h); code != 403 {
+			t.Errorf("B's token PUT with %v: %d %q, want 403", h, code, body)
+		}
+	}
+	if code, body := get(t, b, srv.URL+"/latest/user-data", map[string]string{TokenHeader: tokB, "X-Forwarded-For": "127.0.0.2"}); code != 200 || body != userDataB {
+		t.Errorf("B with its token naming A in X-Forwarded-For: %d %q, want B's user-data", code, body)
+	}
+	// An address that is no machine gets no token.
+	if code, _ := call(t, clientFrom(t, "127.0.0.4"), http.MethodPut, srv.URL+"/latest/api/token", ttl); code != 404 {
+		t.Errorf("token PUT from unknown 127.0.0.4: %d, want 404", code)
 	}
 }

@@ -110,7 +110,7 @@ var builtins = []Action{
 			{Name: "MODE", Default: "0644", Desc: "octal mode of the file"},
 			{Name: "DIRMODE", Default: "0755", Desc: "octal mode of the directories created"},
 		},
-		Notes: "Paths resolve inside the mounted filesystem: a symlink on the target cannot redirect the write. The hub's BOOTCONFIG and HARDWARE_ID metadata modes are not supported.",
+		Notes: "Paths resolve inside the mounted filesystem: a symlink on the target cannot redirect the write.",
 	},
 	{
 		Name: CExec, Hub: true,
@@ -158,12 +158,12 @@ var builtins = []Action{
 	},
 	{
 		Name: Reboot, Hub: true, Final: true,
-		Summary: "end the workflow with a reboot into the installed OS: with a BMC provisiond resets the machine (after boot device disk); without one (driver manual) the agent reboots once provisiond has recorded the workflow's success",
+		Summary: "end the workflow with a reboot into the installed OS: with a BMC provisiond resets the machine (after boot device disk); without one (driver manual) the agent reboots once provisiond has recorded the action's success",
 		Notes:   "The hub action reboots from inside the worker and races its own status report; here the report always comes first. With a BMC the action itself does nothing: it is what provisiond does after the last action anyway.",
 	},
 	{
 		Name: Poweroff, Hub: true, Final: true,
-		Summary: "end the workflow powered off: with a BMC provisiond powers the machine off (after boot device disk); without one the agent powers it off once provisiond has recorded the workflow's success",
+		Summary: "end the workflow powered off: with a BMC provisiond powers the machine off (after boot device disk); without one the agent powers it off once provisiond has recorded the action's success",
 		Notes:   "The next power-on boots the installed disk.",
 	},
 }
@@ -171,13 +171,13 @@ var builtins = []Action{
 // Unsupported are hub actions the agent does not implement, with what to
 // do instead.
 var Unsupported = map[string]string{
-	"archive2disk": "unpack the tarball with cexec (CHROOT unset), or build a raw image and use image2disk",
+	"archive2disk": "build a raw image and use image2disk, or unpack the archive with exec commands if the agent OS has the tools",
 	"oci2disk":     "export the image to a raw file served over HTTP and use image2disk",
 	"qemuimg2disk": "convert the image to raw (qemu-img convert -O raw) and use image2disk",
 	"grub2disk":    "run grub-install with cexec (CHROOT: y)",
 	"syslinux":     "run the installer with cexec (CHROOT: y)",
 	"rootio":       "partition and format with exec or cexec commands (sgdisk, mkfs)",
-	"slurp":        "not supported",
+	"slurp":        "copy a disk off with exec commands (dd to an upload) if the agent OS has the tools",
 }
 
 var byName = func() map[string]Action {

@@ -1,6 +1,8 @@
 package actionspec
 
 import (
+	"flag"
+	"os"
 	"strings"
 	"testing"
 )
@@ -150,5 +152,29 @@ func TestMarkdown(t *testing.T) {
 	}
 	if n := strings.Count(md, "\n"); n != 2+len(All())+len(Unsupported) {
 		t.Errorf("Markdown has %d lines", n)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestMarkdownGolden keeps testdata/actions.md, the table of hub actions
+// for the documentation, in step with the contract (go test -update).
+func TestMarkdownGolden(t *testing.T) {
+	const golden = "testdata/actions.md"
+	got := Markdown()
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (go test -update writes it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s is out of date: run go test ./internal/actionspec -update", golden)
 	}
 }

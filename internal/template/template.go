@@ -26,10 +26,12 @@
 //   - global_timeout and timeout also accept Go durations ("30m", "1h30m").
 //
 // Images name one of the built-in actions of the agent (ImageImage2Disk,
-// ...). A Tinkerbell hub reference such as
+// ...; internal/actionspec is the list, with the environment each needs).
+// A Tinkerbell hub reference such as
 // quay.io/tinkerbell/actions/image2disk:v1.0.0 maps to the built-in of the
 // same name (the last path element without tag or digest); an image that
 // maps to no built-in is refused, since the agent runs no containers.
+// kexec, reboot and poweroff end the workflow and must be its last action.
 //
 // Templates are Go text/template documents rendered with missingkey=error
 // against Data (see Render). Parse accepts both the raw template (the

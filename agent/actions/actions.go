@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/actionspec"
 )
 
 // Spec is one action as the server hands it out.
@@ -31,9 +33,10 @@ type Func func(ctx context.Context, s Spec, out io.Writer) error
 // Action is a built-in action.
 type Action struct {
 	Run Func
-	// Then, when set, is what the agent does after it has reported the
-	// action as succeeded: "reboot", "poweroff" or "kexec". Reporting first
-	// removes Tinkerbell's race between a reboot and its status report.
+	// Then, when set, is what the agent does after provisiond has
+	// acknowledged the action's success: "kexec". Reporting first removes
+	// Tinkerbell's race between a reboot and its status report
+	// (roadmap#29).
 	Then string
 }
 
@@ -70,21 +73,43 @@ func New(d Deps) *Builtins {
 	return b
 }
 
-// Registry maps a normalised image name (see ImageName) to its action.
+// Registry maps a built-in action's name (actionspec.Normalize of its
+// image) to the action.
 type Registry map[string]Action
 
-// Registry returns every built-in action by image name.
+// Registry returns every built-in action of internal/actionspec, bound to
+// its function here.
+//
+// reboot and poweroff do nothing themselves: once the agent has reported
+// them, it asks provisiond for its next step, and provisiond answers what
+// to do (reboot or power off the agent's own way without a BMC, nothing
+// with one: provisiond then does it through the BMC). kexec loads the
+// installed kernel while it runs, so that a kernel that cannot be loaded
+// fails the action, and boots it once provisiond has acknowledged the
+// report.
 func (b *Builtins) Registry() Registry {
-	return Registry{
-		"image2disk": {Run: b.Image2Disk},
-		"writefile":  {Run: b.WriteFile},
-		"exec":       {Run: b.Exec},
-		"cexec":      {Run: b.Exec},
-		"wipe":       {Run: b.Wipe},
-		"reboot":     {Run: announce("reboot"), Then: "reboot"},
-		"poweroff":   {Run: announce("poweroff"), Then: "poweroff"},
-		"kexec":      {Run: b.KexecLoad, Then: "kexec"},
+	funcs := map[string]Action{
+		actionspec.Image2Disk: {Run: b.Image2Disk},
+		actionspec.WriteFile:  {Run: b.WriteFile},
+		actionspec.Exec:       {Run: b.Exec},
+		actionspec.CExec:      {Run: b.Exec},
+		actionspec.Wipe:       {Run: b.Wipe},
+		actionspec.Reboot:     {Run: endsWorkflow("reboot")},
+		actionspec.Poweroff:   {Run: endsWorkflow("power off")},
+		actionspec.Kexec:      {Run: b.KexecLoad, Then: "kexec"},
 	}
+	r := make(Registry, len(funcs))
+	for _, spec := range actionspec.All() {
+		a, ok := funcs[spec.Name]
+		if !ok {
+			// A contract entry with no function here: the agent would
+			// refuse templates the parser accepted. TestRegistry keeps
+			// this from shipping.
+			panic("agent: no function for built-in action " + spec.Name)
+		}
+		r[spec.Name] = a
+	}
+	return r
 }
 
 // Names lists the image names the registry knows, sorted.
@@ -98,35 +123,19 @@ func (r Registry) Names() []string {
 }
 
 // Lookup finds the action for an image reference such as "image2disk" or
-// "quay.io/tinkerbell/actions/image2disk:v1.0.0".
+// "quay.io/tinkerbell/actions/image2disk:v1.0.0", by the rules of
+// actionspec.Normalize (the template parser's).
 func (r Registry) Lookup(image string) (Action, error) {
-	name := ImageName(image)
-	a, ok := r[name]
+	a, ok := r[actionspec.Normalize(image)]
 	if !ok {
 		return Action{}, fmt.Errorf("image %q is not a built-in action (known: %s); container images are not supported", image, strings.Join(r.Names(), ", "))
 	}
 	return a, nil
 }
 
-// ImageName reduces an image reference to the name of a built-in action:
-// the last path element without tag or digest.
-func ImageName(image string) string {
-	s := strings.TrimSpace(image)
-	if i := strings.Index(s, "@"); i >= 0 {
-		s = s[:i]
-	}
-	if i := strings.LastIndex(s, "/"); i >= 0 {
-		s = s[i+1:]
-	}
-	if i := strings.Index(s, ":"); i >= 0 {
-		s = s[:i]
-	}
-	return strings.ToLower(s)
-}
-
-func announce(what string) Func {
+func endsWorkflow(what string) Func {
 	return func(ctx context.Context, s Spec, out io.Writer) error {
-		say(out, "%s: will %s once this action is reported\n", s.Name, what)
+		say(out, "%s: the workflow ends here; provisiond will %s the machine through its BMC, or have the agent do it when it has none\n", s.Name, what)
 		return ctx.Err()
 	}
 }

@@ -18,9 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/actionspec"
 )
 
 // testImage is compressible but not trivial: random runs and zero runs,
@@ -284,7 +287,9 @@ func TestImage2DiskHonoursContext(t *testing.T) {
 	}
 }
 
-func TestImageName(t *testing.T) {
+// TestLookup: the agent finds an action by the image references the
+// template parser accepts (actionspec's table tests cover the rules).
+func TestLookup(t *testing.T) {
 	reg := New(Deps{}).Registry()
 	for in, want := range map[string]string{
 		"image2disk": "image2disk",
@@ -292,9 +297,10 @@ func TestImageName(t *testing.T) {
 		"quay.io/tinkerbell/actions/writefile@sha256:abcd": "writefile",
 		"localhost:5000/cexec:latest":                      "cexec",
 		" WIPE ":                                           "wipe",
+		"quay.io/tinkerbell/actions/kexec:v1.0.0":          "kexec",
 	} {
-		if got := ImageName(in); got != want {
-			t.Errorf("ImageName(%q) = %q, want %q", in, got, want)
+		if got := actionspec.Normalize(in); got != want {
+			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
 		}
 		if _, err := reg.Lookup(in); err != nil {
 			t.Errorf("Lookup(%q): %v", in, err)
@@ -302,5 +308,27 @@ func TestImageName(t *testing.T) {
 	}
 	if _, err := reg.Lookup("docker.io/library/ubuntu:22.04"); err == nil || !strings.Contains(err.Error(), "not a built-in action") {
 		t.Errorf("Lookup(ubuntu) err = %v", err)
+	}
+}
+
+// TestRegistry: the agent implements exactly the contract's actions, and
+// only kexec acts after its report (reboot and poweroff are provisiond's
+// answer to the agent's next call).
+func TestRegistry(t *testing.T) {
+	reg := New(Deps{}).Registry()
+	if diff := cmp.Diff(actionspec.Names(), reg.Names()); diff != "" {
+		t.Errorf("registry differs from actionspec (-contract +agent):\n%s", diff)
+	}
+	for name, a := range reg {
+		want := ""
+		if name == actionspec.Kexec {
+			want = "kexec"
+		}
+		if a.Then != want {
+			t.Errorf("%s.Then = %q, want %q", name, a.Then, want)
+		}
+		if a.Run == nil {
+			t.Errorf("%s has no function", name)
+		}
 	}
 }

@@ -88,7 +88,9 @@ func New(client pb.AgentClient, cfg Config) *Runner {
 }
 
 // Run fetches and runs actions until provisiond says the workflow is done,
-// and returns what to do then: "reboot", "poweroff", "kexec" or "none". It
+// and returns what to do then: "reboot", "poweroff", "kexec" or "none".
+// An action with a Then (kexec) returns it as soon as provisiond has
+// acknowledged its success report, never before. It
 // returns an error only when ctx ends or provisiond refuses the agent (a
 // wrong or expired token); an unreachable provisiond is waited for.
 func (r *Runner) Run(ctx context.Context) (string, error) {
@@ -117,7 +119,11 @@ func (r *Runner) Run(ctx context.Context) (string, error) {
 		if resp.GetDone() {
 			then := resp.GetThen()
 			switch then {
-			case "reboot", "poweroff":
+			case "reboot", "poweroff", "kexec":
+				// kexec: the workflow ended in a kexec action whose
+				// acknowledgement this agent missed (its report was
+				// retried after provisiond had recorded it); the
+				// kernel is still loaded.
 			default:
 				then = "none"
 			}

@@ -42,6 +42,13 @@ type fakeAgentServer struct {
 	logs       map[int32]string
 	heartbeats int
 	authFails  int
+	// refuseSuccess makes that many SUCCEEDED reports fail with
+	// refuseCode before one is taken: Unavailable (provisiond restarting),
+	// or FailedPrecondition (a retried report that provisiond had
+	// recorded the first time: the workflow has moved on).
+	refuseSuccess int
+	refuseCode    codes.Code
+	refused       int
 }
 
 func (f *fakeAgentServer) auth(ctx context.Context) error {
@@ -76,6 +83,13 @@ func (f *fakeAgentServer) ReportAction(ctx context.Context, req *pb.ReportAction
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if req.GetState() == pb.State_STATE_SUCCEEDED && f.refused < f.refuseSuccess {
+		f.refused++
+		if f.refuseCode == codes.FailedPrecondition {
+			f.next++ // recorded before, and the workflow has moved on
+		}
+		return nil, status.Error(f.refuseCode, "not now")
+	}
 	f.reports = append(f.reports, req.GetAction()+":"+strings.TrimPrefix(req.GetState().String(), "STATE_"))
 	if f.tails == nil {
 		f.tails, f.messages = map[string]string{}, map[string]string{}
@@ -407,6 +421,65 @@ func TestTail(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, tl.String()); diff != "" {
 				t.Error(diff)
+			}
+		})
+	}
+}
+
+// kexecRunner is a test runner whose kexec action succeeds without
+// loading anything (the real load needs a booted VM), keeping Then.
+func kexecRunner(t *testing.T, addr string) *Runner {
+	r := newTestRunner(t, addr, testToken)
+	reg := actions.Registry{}
+	for k, v := range r.cfg.Actions {
+		reg[k] = v
+	}
+	k := reg["kexec"]
+	k.Run = func(ctx context.Context, s actions.Spec, out io.Writer) error { return nil }
+	reg["kexec"] = k
+	r.cfg.Actions = reg
+	return r
+}
+
+// TestEndingActions: kexec returns "kexec" only once its success report
+// was taken (roadmap#29), and reboot leaves the decision to provisiond's
+// answer: nothing with a BMC, a reboot without.
+func TestEndingActions(t *testing.T) {
+	tests := map[string]struct {
+		image      string
+		then       string // provisiond's answer once all actions are done
+		refuse     int
+		refuseCode codes.Code
+		want       string
+		wantNext   int // actions whose success provisiond recorded
+	}{
+		"kexec after a refused report": {image: "quay.io/tinkerbell/actions/kexec:v1.0.0", then: "none", refuse: 3, refuseCode: codes.Unavailable, want: "kexec", wantNext: 1},
+		"kexec, acknowledgement lost":  {image: "kexec", then: "kexec", refuse: 1, refuseCode: codes.FailedPrecondition, want: "kexec", wantNext: 1},
+		"reboot with a BMC":            {image: "quay.io/tinkerbell/actions/reboot:v1.0.0", then: "none", want: "none", wantNext: 1},
+		"reboot without a BMC":         {image: "reboot", then: "reboot", want: "reboot", wantNext: 1},
+		"poweroff without a BMC":       {image: "poweroff", then: "poweroff", want: "poweroff", wantNext: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := &fakeAgentServer{then: tc.then, refuseSuccess: tc.refuse, refuseCode: tc.refuseCode, actions: []*pb.Action{
+				{Task: "t", Name: "end", Image: tc.image, TimeoutSeconds: 10,
+					Environment: map[string]string{"BLOCK_DEVICE": "/dev/sda2", "KERNEL_PATH": "/boot/vmlinuz", "CMD_LINE": "ro"}},
+			}}
+			addr, _ := serve(t, f, "127.0.0.1:0")
+			then, err := runFor(t, kexecRunner(t, addr), 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if then != tc.want {
+				t.Errorf("then = %q, want %q", then, tc.want)
+			}
+			if f.refused != tc.refuse {
+				t.Errorf("%d reports refused, want %d", f.refused, tc.refuse)
+			}
+			if f.next != tc.wantNext {
+				t.Errorf("provisiond recorded %d successes, want %d (reports %v)", f.next, tc.wantNext, f.reports)
 			}
 		})
 	}

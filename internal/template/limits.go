@@ -284,6 +284,17 @@ func (b *budget) funcs() texttemplate.FuncMap {
 			}
 			return str(strings.ToUpper(s))
 		},
+		// Tinkerbell's functions: formatPartition, contains, hasPrefix,
+		// hasSuffix.
+		"formatPartition": func(dev string, n any) (string, error) {
+			if err := b.sized(len(dev) + 16); err != nil {
+				return "", err
+			}
+			return FormatPartition(dev, n)
+		},
+		"contains":  func(s, sub string) (bool, error) { return strings.Contains(s, sub), b.step() },
+		"hasPrefix": func(s, p string) (bool, error) { return strings.HasPrefix(s, p), b.step() },
+		"hasSuffix": func(s, p string) (bool, error) { return strings.HasSuffix(s, p), b.step() },
 		"trim": func(s string) (string, error) {
 			if err := b.step(); err != nil {
 				return "", err

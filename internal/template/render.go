@@ -23,8 +23,12 @@ import (
 //	{{ .PublicURL }} {{ .ImagesURL }} {{ .MetadataURL }}   provisiond's facts
 //	{{ .device_1 }}                    Tinkerbell: MAC of the first interface (device_2, ...)
 //
+//	{{ formatPartition (index .Hardware.Disks 0) 2 }}   partition 2 of the first disk:
+//	                                   /dev/sda2, /dev/nvme0n1p2 (Tinkerbell's function; see FormatPartition)
+//
 // Functions besides text/template's own: join, indent, nindent, quote,
-// b64enc, toJSON, default, lower, upper, trim. print, printf, println,
+// b64enc, toJSON, default, lower, upper, trim, and Tinkerbell's
+// formatPartition, contains, hasPrefix and hasSuffix. print, printf, println,
 // html, js and urlquery are replaced by versions that refuse to build a
 // string over MaxRenderedSize; printf widths are at most MaxFormatWidth.
 // A render is bounded in steps and time too (see limits.go), and a

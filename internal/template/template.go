@@ -26,10 +26,12 @@
 //   - global_timeout and timeout also accept Go durations ("30m", "1h30m").
 //
 // Images name one of the built-in actions of the agent (ImageImage2Disk,
-// ...). A Tinkerbell hub reference such as
+// ...; internal/actionspec is the list, with the environment each needs).
+// A Tinkerbell hub reference such as
 // quay.io/tinkerbell/actions/image2disk:v1.0.0 maps to the built-in of the
 // same name (the last path element without tag or digest); an image that
 // maps to no built-in is refused, since the agent runs no containers.
+// kexec, reboot and poweroff end the workflow and must be its last action.
 //
 // Templates are Go text/template documents rendered with missingkey=error
 // against Data (see Render). Parse accepts both the raw template (the
@@ -50,29 +52,25 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/actionspec"
 )
 
-// Built-in action images, the names the agent implements.
+// Built-in action images, the names the agent implements (see
+// internal/actionspec for what each reads).
 const (
-	// ImageImage2Disk streams a raw disk image over HTTP(S) to a block device.
-	// Environment: IMG_URL, DEST_DISK, COMPRESSED (true|false|gz|xz|zst|bz2,
-	// optional), SHA256 (hex, optional).
-	ImageImage2Disk = "image2disk"
-	// ImageWriteFile writes a file onto a partition. Environment: DEST_DISK,
-	// FS_TYPE, DEST_PATH, CONTENTS, UID, GID, MODE, DIRMODE.
-	ImageWriteFile = "writefile"
-	// ImageExec runs the action's command in the agent OS.
-	ImageExec = "exec"
-	// ImageCExec runs a command chrooted into a partition of the installed
-	// disk. Environment: BLOCK_DEVICE, FS_TYPE, CMD_LINE, DEFAULT_INTERPRETER.
-	ImageCExec = "cexec"
-	// ImageWipe wipes disks. Environment: DEST_DISKS (comma separated) or
-	// DEST_DISK, WIPE_MODE quick|zero|discard (default quick).
-	ImageWipe = "wipe"
+	ImageImage2Disk = actionspec.Image2Disk
+	ImageWriteFile  = actionspec.WriteFile
+	ImageExec       = actionspec.Exec
+	ImageCExec      = actionspec.CExec
+	ImageWipe       = actionspec.Wipe
+	ImageKexec      = actionspec.Kexec
+	ImageReboot     = actionspec.Reboot
+	ImagePoweroff   = actionspec.Poweroff
 )
 
-// BuiltinImages lists every built-in action image.
-var BuiltinImages = []string{ImageImage2Disk, ImageWriteFile, ImageExec, ImageCExec, ImageWipe}
+// BuiltinImages lists every built-in action image, sorted.
+var BuiltinImages = actionspec.Names()
 
 // Wipe modes of ImageWipe (and of a deprovision).
 const (
@@ -568,7 +566,35 @@ func (v *validator) template(root *yaml.Node) *Template {
 	if total > MaxActions {
 		v.fail(tasks, "tasks", "%d actions in all, more than the limit of %d", total, MaxActions)
 	}
+	v.finalLast(t, tasks)
 	return t
+}
+
+// finalLast refuses an action that ends the workflow (kexec, reboot,
+// poweroff) anywhere but last: what would run after it never runs.
+func (v *validator) finalLast(t *Template, tasks *yaml.Node) {
+	for ti, task := range t.Tasks {
+		for ai, a := range task.Actions {
+			last := ti == len(t.Tasks)-1 && ai == len(task.Actions)-1
+			if last || !actionspec.IsFinal(a.Builtin) {
+				continue
+			}
+			field := fmt.Sprintf("tasks[%d].actions[%d]", ti, ai)
+			v.errs = append(v.errs, &Error{Line: a.Line, Field: field + ".image",
+				Msg: fmt.Sprintf("the %s action ends the workflow and must be its last action; move it after %s, or remove it", a.Builtin, lastName(t))})
+			if len(v.errs) >= maxErrors {
+				return
+			}
+		}
+	}
+}
+
+func lastName(t *Template) string {
+	task := t.Tasks[len(t.Tasks)-1]
+	if len(task.Actions) == 0 {
+		return "the last action"
+	}
+	return fmt.Sprintf("%s/%s", task.Name, task.Actions[len(task.Actions)-1].Name)
 }
 
 func (v *validator) task(n *yaml.Node, field string) Task {
@@ -682,14 +708,21 @@ var (
 	octalRE = regexp.MustCompile(`^0?[0-7]{3,4}$`)
 )
 
-// builtinEnv checks the environment a built-in needs. Values that are
-// still template actions are checked after rendering.
+// builtinEnv checks the environment a built-in needs (actionspec says
+// which variables are required). Values that are still template actions
+// are checked after rendering.
 func (v *validator) builtinEnv(n *yaml.Node, field string, a Action, env map[string]string) {
-	need := func(keys ...string) {
-		for _, k := range keys {
-			if env[k] == "" {
-				v.fail(n, field+".environment."+k, "is required by the %s action", a.Builtin)
-			}
+	spec, _ := actionspec.Get(a.Builtin)
+	for _, m := range spec.Missing(env) {
+		msg := "is required by the " + a.Builtin + " action"
+		if m.Unless != "" {
+			msg += " (or " + m.Unless + ")"
+		}
+		v.fail(n, field+".environment."+m.Name, "%s: %s", msg, m.Desc)
+	}
+	if spec.NeedsCommand && len(a.Command) == 0 && env["CMD_LINE"] == "" {
+		if cn, ok := findKey(n, "command"); !ok || cn.Kind != yaml.ScalarNode || !deferred(cn.Value) {
+			v.fail(n, field+".command", "is required by the %s action (or environment CMD_LINE)", a.Builtin)
 		}
 	}
 	check := func(k string, ok func(string) bool, what string) {
@@ -697,9 +730,9 @@ func (v *validator) builtinEnv(n *yaml.Node, field string, a Action, env map[str
 			v.fail(n, field+".environment."+k, "%q: want %s", val, what)
 		}
 	}
+	abs := func(s string) bool { return strings.HasPrefix(s, "/") }
 	switch a.Builtin {
 	case ImageImage2Disk:
-		need("IMG_URL", "DEST_DISK")
 		check("IMG_URL", func(s string) bool {
 			return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 		}, "an http:// or https:// URL")
@@ -707,26 +740,15 @@ func (v *validator) builtinEnv(n *yaml.Node, field string, a Action, env map[str
 			return contains([]string{"true", "false", "gz", "gzip", "xz", "zst", "zstd", "bz2", "bzip2"}, strings.ToLower(s))
 		}, "true, false, gz, xz, zst or bz2")
 		check("SHA256", hexRE.MatchString, "64 hex digits")
+		check("RETRIES", func(s string) bool { r, err := strconv.Atoi(s); return err == nil && r >= 0 }, "a whole number, 0 or more")
 	case ImageWriteFile:
-		need("DEST_DISK", "DEST_PATH")
-		check("DEST_PATH", func(s string) bool { return strings.HasPrefix(s, "/") }, "an absolute path")
+		check("DEST_PATH", abs, "an absolute path")
 		check("MODE", octalRE.MatchString, "an octal mode like 0644")
 		check("DIRMODE", octalRE.MatchString, "an octal mode like 0755")
-		num := func(s string) bool { _, err := strconv.ParseUint(s, 10, 32); return err == nil }
+		num := func(s string) bool { _, err := strconv.ParseUint(s, 10, 31); return err == nil }
 		check("UID", num, "a number")
 		check("GID", num, "a number")
-	case ImageExec:
-		if len(a.Command) == 0 {
-			if cn, ok := findKey(n, "command"); !ok || cn.Kind != yaml.ScalarNode || !deferred(cn.Value) {
-				v.fail(n, field+".command", "is required by the exec action")
-			}
-		}
-	case ImageCExec:
-		need("BLOCK_DEVICE", "CMD_LINE")
 	case ImageWipe:
-		if env["DEST_DISKS"] == "" && env["DEST_DISK"] == "" {
-			v.fail(n, field+".environment.DEST_DISKS", "is required by the wipe action (or DEST_DISK)")
-		}
 		check("WIPE_MODE", func(s string) bool { return contains([]string{WipeQuick, WipeZero, WipeDiscard}, s) }, "quick, zero or discard")
 	}
 }
@@ -740,35 +762,14 @@ func findKey(n *yaml.Node, key string) (*yaml.Node, bool) {
 	return nil, false
 }
 
-// notActions are Tinkerbell hub actions that the engine does itself.
-var notActions = map[string]string{
-	"reboot":   "provisiond reboots the server into its new OS after the last action: remove this action",
-	"poweroff": "provisiond powers the server off at the end of a deprovision: remove this action",
-	"kexec":    "provisiond reboots the server into its new OS after the last action: remove this action",
-}
-
 // Builtin maps an image reference to its built-in action: "image2disk"
 // stays, and a registry reference like
-// quay.io/tinkerbell/actions/image2disk:v1.0.0 maps to "image2disk".
+// quay.io/tinkerbell/actions/image2disk:v1.0.0 maps to "image2disk" (see
+// actionspec.Normalize, which the agent uses too).
 func Builtin(image string) (string, error) {
-	if image == "" {
-		return "", errors.New("must not be empty")
+	a, err := actionspec.Resolve(image)
+	if err != nil {
+		return "", err
 	}
-	base := image
-	if i := strings.LastIndex(base, "@"); i >= 0 {
-		base = base[:i]
-	}
-	if i := strings.LastIndex(base, "/"); i >= 0 {
-		base = base[i+1:]
-	}
-	if i := strings.Index(base, ":"); i >= 0 {
-		base = base[:i]
-	}
-	if contains(BuiltinImages, base) {
-		return base, nil
-	}
-	if hint, ok := notActions[base]; ok {
-		return "", fmt.Errorf("%q is not an action here: %s", image, hint)
-	}
-	return "", fmt.Errorf("%q maps to no built-in action (known: %s); container images are not supported", image, strings.Join(BuiltinImages, ", "))
+	return a.Name, nil
 }

@@ -61,9 +61,12 @@ func TestParseErrors(t *testing.T) {
 		"negative global":  {strings.Replace(minimal, "global_timeout: 60", "global_timeout: -5", 1), "line 3: global_timeout: must be positive, got -5"},
 		"bad duration":     {strings.Replace(minimal, "timeout: 10", "timeout: soon", 1), `line 9: tasks[0].actions[0].timeout: "soon" is neither a number of seconds nor a duration like 30m`},
 		"missing timeout":  {strings.Replace(minimal, "        timeout: 10\n", "", 1), "line 7: tasks[0].actions[0].timeout: is required (seconds, or a duration like 30m)"},
-		"unknown image":    {strings.Replace(minimal, "image: exec", "image: docker.io/library/alpine:3", 1), `line 8: tasks[0].actions[0].image: "docker.io/library/alpine:3" maps to no built-in action (known: image2disk, writefile, exec, cexec, wipe); container images are not supported`},
-		"reboot image":     {strings.Replace(minimal, "image: exec", "image: quay.io/tinkerbell/actions/reboot:v1.0.0", 1), `line 8: tasks[0].actions[0].image: "quay.io/tinkerbell/actions/reboot:v1.0.0" is not an action here: provisiond reboots the server into its new OS after the last action: remove this action`},
-		"exec no command":  {strings.Replace(minimal, "        command: [true]\n", "", 1), "line 7: tasks[0].actions[0].command: is required by the exec action"},
+		"unknown image":    {strings.Replace(minimal, "image: exec", "image: docker.io/library/alpine:3", 1), `line 8: tasks[0].actions[0].image: "docker.io/library/alpine:3" maps to no built-in action (known: cexec, exec, image2disk, kexec, poweroff, reboot, wipe, writefile); container images are not supported`},
+		"unsupported hub":  {strings.Replace(minimal, "image: exec", "image: quay.io/tinkerbell/actions/oci2disk:v1.0.0", 1), `line 8: tasks[0].actions[0].image: "quay.io/tinkerbell/actions/oci2disk:v1.0.0": the hub action oci2disk is not supported here (export the image to a raw file served over HTTP and use image2disk); built-in actions: cexec, exec, image2disk, kexec, poweroff, reboot, wipe, writefile`},
+		"kexec not last":   {strings.Replace(minimal, "      - name: one\n", "      - name: boot\n        image: quay.io/tinkerbell/actions/kexec:v1.0.0\n        timeout: 90\n        environment: {BLOCK_DEVICE: /dev/sda2, KERNEL_PATH: /boot/vmlinuz, CMD_LINE: root=/dev/sda2}\n      - name: one\n", 1), "line 7: tasks[0].actions[0].image: the kexec action ends the workflow and must be its last action; move it after a/one, or remove it"},
+		"reboot not last":  {minimal + "  - name: b\n    actions:\n      - name: r\n        image: reboot\n        timeout: 60\n      - name: two\n        image: exec\n        timeout: 10\n        command: [true]\n", "line 13: tasks[1].actions[0].image: the reboot action ends the workflow and must be its last action; move it after b/two, or remove it"},
+		"kexec no kernel":  {strings.Replace(minimal, "image: exec", "image: kexec\n        environment: {BLOCK_DEVICE: /dev/sda2, CMD_LINE: ro}", 1), "line 7: tasks[0].actions[0].environment.KERNEL_PATH: is required by the kexec action: path of the kernel inside that partition, e.g. /boot/vmlinuz"},
+		"exec no command":  {strings.Replace(minimal, "        command: [true]\n", "", 1), "line 7: tasks[0].actions[0].command: is required by the exec action (or environment CMD_LINE)"},
 		"retries too many": {strings.Replace(minimal, "timeout: 10", "timeout: 10\n        retries: 11", 1), "line 10: tasks[0].actions[0].retries: 11 is out of range 0 to 10"},
 		"unknown field":    {strings.Replace(minimal, "timeout: 10", "timeout: 10\n        privileged: true", 1), "line 10: tasks[0].actions[0].privileged: unknown field (known: name, image, timeout, command, environment, volumes, pid, retries, on-timeout, on-failure)"},
 		"duplicate task": {minimal + `  - name: a
@@ -79,7 +82,7 @@ func TestParseErrors(t *testing.T) {
         command: [x]
 `, `line 11: tasks[0].actions[1].name: "one" is also the name of the action at line 7 in this task`},
 		"no tasks":          {"version: \"0.1\"\nname: t\nglobal_timeout: 5\ntasks: []\n", "line 4: tasks: at least one task is required"},
-		"image2disk no url": {strings.Replace(minimal, "image: exec", "image: image2disk\n        environment: {DEST_DISK: /dev/sda}", 1), "line 7: tasks[0].actions[0].environment.IMG_URL: is required by the image2disk action"},
+		"image2disk no url": {strings.Replace(minimal, "image: exec", "image: image2disk\n        environment: {DEST_DISK: /dev/sda}", 1), "line 7: tasks[0].actions[0].environment.IMG_URL: is required by the image2disk action: http:// or https:// URL of the image"},
 		"bad sha": {strings.Replace(minimal, "image: exec", "image: image2disk\n        environment: {DEST_DISK: /dev/sda, IMG_URL: 'http://x/y', SHA256: abc}", 1),
 			`line 7: tasks[0].actions[0].environment.SHA256: "abc": want 64 hex digits`},
 		"bad wipe mode": {strings.Replace(minimal, "image: exec", "image: wipe\n        environment: {DEST_DISK: /dev/sda, WIPE_MODE: shred}", 1),
@@ -306,7 +309,12 @@ func TestBuiltin(t *testing.T) {
 		"registry.local:5000/mirror/wipe:latest":           ImageWipe,
 		"exec":                                             ImageExec,
 		"quay.io/tinkerbell/actions/oci2disk:v1.0.0":       "",
-		"kexec": "",
+		"kexec": ImageKexec,
+		"quay.io/tinkerbell/actions/kexec:v1.0.0":  ImageKexec,
+		"quay.io/tinkerbell/actions/reboot:latest": ImageReboot,
+		"poweroff": ImagePoweroff,
+		"quay.io/tinkerbell/actions/archive2disk:v1.0.0": "",
+		"": "",
 	}
 	for in, want := range tests {
 		got, err := Builtin(in)

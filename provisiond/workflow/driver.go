@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/actionspec"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -214,6 +215,12 @@ func (e *Engine) watch(ctx context.Context, w store.Workflow, now time.Time) (ti
 
 // finish switches netboot off and, with a BMC, boots the installed disk
 // (provision) or powers off (deprovision); then the workflow succeeds.
+//
+// A provision whose template ends in an action that ends the workflow
+// (see ending) changes the last step: after kexec the installed OS is
+// already running, started by the agent, so the machine is not reset;
+// after poweroff it is powered off instead of reset. Boot device disk is
+// set in every case, for the reboots to come.
 func (e *Engine) finish(ctx context.Context, log *slog.Logger, d *driverState, w store.Workflow, hw store.Hardware) (time.Duration, error) {
 	switch w.Step {
 	case stepNetbootOff:
@@ -226,6 +233,17 @@ func (e *Engine) finish(ctx context.Context, log *slog.Logger, d *driverState, w
 			return e.power.SetPower(ctx, hw, "off")
 		})
 	case stepBootDisk:
+		switch ending(w) {
+		case actionspec.Kexec:
+			return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
+				w.Step = stepFinalPower
+				return []store.Event{{Type: "power", State: w.State, Message: "no power reset: the agent started the installed OS by kexec"}}
+			})
+		case actionspec.Poweroff:
+			return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power off (the template ends in poweroff)", func() error {
+				return e.power.SetPower(ctx, hw, "off")
+			})
+		}
 		return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power reset into the installed OS", func() error {
 			return e.power.SetPower(ctx, hw, restart)
 		})
@@ -234,6 +252,19 @@ func (e *Engine) finish(ctx context.Context, log *slog.Logger, d *driverState, w
 	default:
 		return 0, e.setNetboot(ctx, w, false, stepNetbootOff)
 	}
+}
+
+// ending returns the action that ends w's template (kexec, reboot or
+// poweroff: the parser allows them only last), or "" when it ends in an
+// ordinary action.
+func ending(w store.Workflow) string {
+	if len(w.Actions) == 0 {
+		return ""
+	}
+	if img := w.Actions[len(w.Actions)-1].Image; actionspec.IsFinal(img) {
+		return img
+	}
+	return ""
 }
 
 func allSucceeded(w store.Workflow) bool {

@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rackform/terraform-provider-baremetal/examples/templates"
+	"github.com/rackform/terraform-provider-baremetal/internal/actionspec"
 	"github.com/rackform/terraform-provider-baremetal/internal/template"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
@@ -721,12 +722,18 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 
 // then says what the agent does once all actions succeeded. With a BMC,
 // provisiond switches the boot device and cycles power itself, so the
-// agent does nothing; without one (driver "manual") the agent must.
+// agent does nothing; without one (driver "manual") the agent must. A
+// template that ends in kexec has the agent boot the kernel it loaded,
+// BMC or not (provisiond does not reset it); one that ends in poweroff
+// has it power off rather than reboot.
 func (e *Engine) then(hw store.Hardware, w store.Workflow) string {
-	if managed(hw) {
+	end := ending(w)
+	switch {
+	case end == actionspec.Kexec:
+		return "kexec"
+	case managed(hw):
 		return "none"
-	}
-	if w.Kind == store.KindDeprovision {
+	case w.Kind == store.KindDeprovision || end == actionspec.Poweroff:
 		return "poweroff"
 	}
 	return "reboot"

@@ -875,3 +875,135 @@ func TestRestartDuringBoot(t *testing.T) {
 		t.Errorf("BMC calls (-want +got):\n%s", diff)
 	}
 }
+
+// endsIn is a hub-style template whose last action is end (kexec, reboot
+// or poweroff).
+func endsIn(end string) string {
+	return `version: "0.1"
+name: hub
+global_timeout: 600
+tasks:
+  - name: install
+    worker: "{{ .device_1 }}"
+    actions:
+      - name: image
+        image: quay.io/tinkerbell/actions/image2disk:v1.0.0
+        timeout: 60
+        environment:
+          IMG_URL: "{{ .ImagesURL }}/debian.raw"
+          DEST_DISK: "{{ index .Hardware.Disks 0 }}"
+      - name: end
+        image: quay.io/tinkerbell/actions/` + end + `:v1.0.0
+        timeout: 90
+        pid: host
+        environment:
+          BLOCK_DEVICE: "{{ formatPartition (index .Hardware.Disks 0) 2 }}"
+          FS_TYPE: ext4
+          KERNEL_PATH: /boot/vmlinuz
+          INITRD_PATH: /boot/initrd.img
+          CMD_LINE: "root=/dev/sda2 ro"
+`
+}
+
+// TestEndingActions: a template ending in kexec gets netboot off and boot
+// device disk but no reset (that would kill the kexec'd OS); one ending in
+// reboot is reset by the BMC as any other, and one ending in poweroff is
+// powered off. Without a BMC, provisiond tells the agent what to do.
+func TestEndingActions(t *testing.T) {
+	tests := map[string]struct {
+		end, driver string
+		wantCalls   []string
+		wantThen    string
+		wantEvent   string
+	}{
+		"kexec with a BMC": {end: "kexec", driver: "ipmi", wantThen: "kexec",
+			wantCalls: []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true"},
+			wantEvent: "no power reset: the agent started the installed OS by kexec"},
+		"kexec without a BMC": {end: "kexec", driver: "manual", wantThen: "kexec",
+			wantEvent: "no power reset: the agent started the installed OS by kexec"},
+		"reboot with a BMC": {end: "reboot", driver: "ipmi", wantThen: "none",
+			wantCalls: []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power reset"},
+			wantEvent: "power reset into the installed OS"},
+		"reboot without a BMC": {end: "reboot", driver: "manual", wantThen: "reboot"},
+		"poweroff with a BMC": {end: "poweroff", driver: "redfish", wantThen: "none",
+			wantCalls: []string{"n1 bootdev pxe persistent=false", "n1 power on", "n1 bootdev disk persistent=true", "n1 power off"},
+			wantEvent: "power off (the template ends in poweroff)"},
+		"poweroff without a BMC": {end: "poweroff", driver: "manual", wantThen: "poweroff"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, testOptions())
+			h.addHardware("n1", tc.driver, "/dev/sda")
+			h.addTemplate("tpl", endsIn(tc.end))
+			id := h.provision("n1", "tpl", nil)
+			w := h.waitFor(id, "the power-on", func(w store.Workflow) bool { return w.Step == stepPowered })
+			if got := w.Actions[1]; got.Image != tc.end || got.Environment["BLOCK_DEVICE"] != "/dev/sda2" {
+				t.Errorf("rendered last action = %+v", got)
+			}
+			ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+			last, err := ag.run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !last.Done || last.Then != tc.wantThen {
+				t.Errorf("last assignment %+v: want done, then %q", last, tc.wantThen)
+			}
+			h.waitFor(id, "success", stateIs(store.StateSucceeded))
+			if diff := cmp.Diff(tc.wantCalls, h.power.Calls()); diff != "" {
+				t.Errorf("BMC calls (-want +got):\n%s", diff)
+			}
+			hw, _ := h.st.GetHardware(context.Background(), "n1")
+			if hw.Netboot.AllowPXE || hw.Netboot.AllowWorkflow {
+				t.Errorf("netboot after success = %+v, want off", hw.Netboot)
+			}
+			if tc.wantEvent == "" {
+				return
+			}
+			evs, err := store.Read(context.Background(), h.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(id, 0) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, e := range evs {
+				found = found || e.Message == tc.wantEvent
+			}
+			if !found {
+				t.Errorf("no event %q in %+v", tc.wantEvent, evs)
+			}
+		})
+	}
+}
+
+// TestKexecLoadFails: a kexec action that cannot load its kernel fails
+// the workflow like any action: netboot stays on, no BMC call after boot.
+func TestKexecLoadFails(t *testing.T) {
+	h := newHarness(t, testOptions())
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", endsIn("kexec"))
+	id := h.provision("n1", "tpl", nil)
+	h.waitFor(id, "the power-on", func(w store.Workflow) bool { return w.Step == stepPowered })
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) string {
+		if a.Image == "kexec" {
+			return store.StateFailed
+		}
+		return store.StateSucceeded
+	}}
+	last, err := ag.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !last.Done || last.Then != "none" {
+		t.Errorf("last assignment %+v: want done, then none", last)
+	}
+	w := h.waitFor(id, "failure", stateIs(store.StateFailed))
+	if !strings.Contains(w.Error, "end") {
+		t.Errorf("error %q does not name the action", w.Error)
+	}
+	if diff := cmp.Diff([]string{"n1 bootdev pxe persistent=false", "n1 power on"}, h.power.Calls()); diff != "" {
+		t.Errorf("BMC calls (-want +got):\n%s", diff)
+	}
+	hw, _ := h.st.GetHardware(context.Background(), "n1")
+	if !hw.Netboot.AllowPXE || !hw.Netboot.AllowWorkflow {
+		t.Errorf("netboot after failure = %+v, want on", hw.Netboot)
+	}
+}

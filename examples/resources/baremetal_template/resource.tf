@@ -19,7 +19,7 @@ resource "baremetal_template" "ubuntu" {
             image: writefile
             timeout: 60
             environment:
-              DEST_DISK: "{{ .Hardware.Disks 0 }}1"
+              DEST_DISK: "{{ formatPartition (.Hardware.Disks 0) 1 }}"
               FS_TYPE: ext4
               DEST_PATH: /etc/hostname
               CONTENTS: "{{ .Hardware.Hostname }}"

@@ -102,14 +102,11 @@ type Config struct {
 type Option func(*options)
 
 type options struct {
-	log          *slog.Logger
-	power        workflow.Power
-	clock        func() time.Time
-	grpcLis      net.Listener
-	httpLis      net.Listener
-	reg          *prometheus.Registry
-	noGoMetrics  bool
-	agentService bool
+	log     *slog.Logger
+	power   workflow.Power
+	clock   func() time.Time
+	grpcLis net.Listener
+	httpLis net.Listener
 }
 
 // WithLogger logs to log [discard].

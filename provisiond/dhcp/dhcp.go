@@ -280,11 +280,11 @@ func (s *Server) Serve(ctx context.Context) error {
 // perfdhcp benchmark.
 func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	if _, err := ParseMode(s.opts.Mode); err != nil {
-		conn.Close()
+		_ = conn.Close() // ours to close; a failed close of a socket we stop using changes nothing
 		return err
 	}
 	if !s.opts.ServerIP.Is4() {
-		conn.Close()
+		_ = conn.Close() // ours to close; a failed close of a socket we stop using changes nothing
 		return fmt.Errorf("dhcp: server IP %v is not an IPv4 address", s.opts.ServerIP)
 	}
 	rcvbuf := setReadBuffer(conn, s.opts.ReadBuffer)
@@ -296,7 +296,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 		case <-ctx.Done():
 		case <-done:
 		}
-		conn.Close()
+		_ = conn.Close() // ours to close; a failed close of a socket we stop using changes nothing
 	}()
 	w := &writers{sem: make(chan struct{}, s.opts.Workers)}
 	errs := make(chan error, s.opts.Readers)

@@ -150,7 +150,7 @@ func TestKill9Durability(t *testing.T) {
 	if err != nil {
 		t.Fatalf("store after kill -9 and restart: %v", err)
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }() // test cleanup
 	leases, err := store.Read(ctx, st, func(tx *store.Tx) ([]store.Lease, error) { return tx.ListLeases() })
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func newRelayProbe(t *testing.T, ns string, relay net.IP, mac string) *relayProb
 		}
 		p.conn = c
 	})
-	t.Cleanup(func() { p.conn.Close() })
+	t.Cleanup(func() { _ = p.conn.Close() }) // test cleanup
 	return p
 }
 
@@ -325,7 +325,7 @@ func boltCheck(path string) error {
 	if err != nil {
 		return fmt.Errorf("open %s read-only: %w", path, err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }() // test cleanup
 	return db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		for err := range tx.Check() {

@@ -45,7 +45,7 @@ func testStore(t testing.TB, noSync bool) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { _ = st.Close() }) // test cleanup
 	err = st.Update(context.Background(), func(tx *store.Tx) error {
 		if err := tx.CreateHardware(store.Hardware{
 			ID: "hw-pxe", Hostname: "node1.lab.example",

@@ -79,7 +79,7 @@ func startKea(t testing.TB, kea, ns, dir string, hosts []benchHost, threads int)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }() // test cleanup
 	cmd := exec.Command("ip", "netns", "exec", ns, kea, "-c", conf)
 	// Kea's PID file and logger lock file default to /run/kea; keep this
 	// instance's in its own directory so it touches nothing of the system's.

@@ -47,9 +47,9 @@ func newLink(t testing.TB, cliMAC string) link {
 	id := hex.EncodeToString(b[:])
 	l := link{srv: "bmdhcp-s-" + id, cli: "bmdhcp-c-" + id}
 	run(t, "ip", "netns", "add", l.srv)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.srv).Run() })
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.srv).Run() }) // test cleanup
 	run(t, "ip", "netns", "add", l.cli)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.cli).Run() })
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.cli).Run() }) // test cleanup
 	run(t, "ip", "-n", l.srv, "link", "set", "lo", "up")
 	run(t, "ip", "-n", l.cli, "link", "set", "lo", "up")
 	run(t, "ip", "-n", l.srv, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli", "netns", l.cli)
@@ -70,13 +70,13 @@ func in(t testing.TB, ns string, fn func()) {
 		runtime.UnlockOSThread()
 		t.Fatalf("open own netns: %v", err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }() // test cleanup
 	target, err := os.Open("/var/run/netns/" + ns)
 	if err != nil {
 		runtime.UnlockOSThread()
 		t.Fatalf("open netns %s: %v", ns, err)
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }() // test cleanup
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		t.Fatalf("enter netns %s: %v", ns, err)

@@ -50,7 +50,7 @@ func TestPeerNclient4(t *testing.T) {
 		}
 		client = c
 	})
-	defer client.Close()
+	defer func() { _ = client.Close() }() // test cleanup
 
 	// DORA, as a BIOS PXE ROM.
 	lease, err := client.Request(ctx, pxe(iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", "")...)
@@ -112,7 +112,7 @@ func TestPeerNclient4(t *testing.T) {
 		}
 		relConn = c
 	})
-	defer relConn.Close()
+	defer func() { _ = relConn.Close() }() // test cleanup
 	if _, err := relConn.WriteTo(rel.ToBytes(), &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: dhcpv4.ServerPort}); err != nil {
 		t.Fatalf("release: %v", err)
 	}
@@ -137,7 +137,7 @@ func TestPeerNclient4(t *testing.T) {
 		}
 		stranger = c
 	})
-	defer stranger.Close()
+	defer func() { _ = stranger.Close() }() // test cleanup
 	if offer, err := stranger.DiscoverOffer(ctx); err == nil {
 		t.Errorf("unknown MAC got an offer: %v", offer.Summary())
 	}
@@ -169,10 +169,10 @@ func TestPeerRelay(t *testing.T) {
 		}
 		relay = c
 	})
-	defer relay.Close()
+	defer func() { _ = relay.Close() }() // test cleanup
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.ServeConn(ctx, srvConn) }()
-	defer func() { cancel(); <-serveErr }()
+	defer func() { cancel(); <-serveErr }() //nolint:errcheck // the server stopping is all that matters here
 
 	// hw-nopxe lives on 10.50.0.0/16, a rack behind the relay.
 	req := discover(t, macNoPXE, dhcpv4.WithGatewayIP(net.IPv4(10, 99, 0, 2)), func(d *dhcpv4.DHCPv4) { d.HopCount = 1 })
@@ -181,7 +181,7 @@ func TestPeerRelay(t *testing.T) {
 		if _, err := relay.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: dhcpv4.ServerPort}); err != nil {
 			t.Fatal(err)
 		}
-		relay.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_ = relay.SetReadDeadline(time.Now().Add(2 * time.Second))
 		n, from, err := relay.ReadFrom(buf)
 		if err != nil {
 			if attempt < 2 {

@@ -100,11 +100,11 @@ func BenchmarkPerfdhcp(b *testing.B) {
 	fmt.Fprintf(&out, "perfdhcp, %d reserved MACs, relayed over a veth pair, 2-core machine shared with others\n", clients)
 	fmt.Fprintf(&out, "load average before: %s; after: %s; took %s\n", load[0], load[1], time.Since(start).Round(time.Second))
 	tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "server\tDORA/s (<1%% drops)\tat -r\tdrops DO/RA %%\tREQUEST→ACK avg ms\tmax ms\tCPU µs/DORA at %d/s\trcvbuf drops\t\n", cpuRate)
+	_, _ = fmt.Fprintf(tw, "server\tDORA/s (<1%% drops)\tat -r\tdrops DO/RA %%\tREQUEST→ACK avg ms\tmax ms\tCPU µs/DORA at %d/s\trcvbuf drops\t\n", cpuRate)
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%.2f / %.2f\t%.2f\t%.2f\t%.0f\t%d\t\n", r.name, r.res.rate, r.res.offered, r.res.dropsDO, r.res.dropsRA, r.res.ackAvgMS, r.res.ackMaxMS, r.res.cpuUS, r.res.rcvbufErrors)
+		_, _ = fmt.Fprintf(tw, "%s\t%.0f\t%d\t%.2f / %.2f\t%.2f\t%.2f\t%.0f\t%d\t\n", r.name, r.res.rate, r.res.offered, r.res.dropsDO, r.res.dropsRA, r.res.ackAvgMS, r.res.ackMaxMS, r.res.cpuUS, r.res.rcvbufErrors)
 	}
-	tw.Flush()
+	_ = tw.Flush()
 	// Straight to stdout: without -v the testing package truncates a
 	// benchmark's log to its first lines, and the table is the point.
 	fmt.Print("\n" + out.String() + "\n")
@@ -191,7 +191,7 @@ func benchProvisiond(b *testing.B, l link, dir, name string, hosts []benchHost, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }() // test cleanup
 	if err := putHosts(context.Background(), st, hosts); err != nil {
 		b.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func benchProvisiond(b *testing.B, l link, dir, name string, hosts []benchHost, 
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // test cleanup
 		if err := pprof.StartCPUProfile(f); err != nil {
 			b.Fatal(err)
 		}

@@ -78,7 +78,7 @@ func isNetbootClient(req *dhcpv4.DHCPv4) bool {
 	if req.Options.Get(dhcpv4.OptionClientNetworkInterfaceIdentifier) == nil {
 		return false
 	}
-	if uuid := req.Options.Get(dhcpv4.OptionClientMachineIdentifier); uuid != nil && len(uuid) != 0 && len(uuid) != 17 {
+	if uuid := req.Options.Get(dhcpv4.OptionClientMachineIdentifier); len(uuid) != 0 && len(uuid) != 17 {
 		return false
 	}
 	return true

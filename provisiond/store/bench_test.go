@@ -17,7 +17,7 @@ func BenchmarkLeaseDurable(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer s.Close()
+			defer func() { _ = s.Close() }() // test cleanup
 			ctx := context.Background()
 			var n atomic.Uint64
 			b.SetParallelism(32)
@@ -52,7 +52,7 @@ func BenchmarkLookupByMAC(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }() // test cleanup
 	ctx := context.Background()
 	const n = 10000
 	err = s.Update(ctx, func(tx *Tx) error {

@@ -71,7 +71,7 @@ func TestOpenRefusesCorruptPage(t *testing.T) {
 	s, err := Open(path, Options{})
 	if err == nil {
 		// Today's failure: the store opened; reading the workflows panics.
-		defer s.Close()
+		defer func() { _ = s.Close() }() // test cleanup
 		t.Fatalf("Open of a store with a garbage page %d succeeded", page)
 	}
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
@@ -96,7 +96,7 @@ func TestOpenRefusesUndecodableRecord(t *testing.T) {
 
 			s, err := Open(path, Options{})
 			if err == nil {
-				s.Close()
+				_ = s.Close() // test cleanup
 				t.Fatal("Open succeeded with an undecodable record")
 			}
 			for _, want := range []string{path, bucket, "bad-key"} {
@@ -118,7 +118,7 @@ func TestOpenRefusesEmptyFile(t *testing.T) {
 	must(t, os.WriteFile(path, nil, 0o600))
 	s, err := Open(path, Options{})
 	if err == nil {
-		s.Close()
+		_ = s.Close() // test cleanup
 		t.Fatal("Open of a 0-byte file succeeded")
 	}
 	for _, want := range []string{path, "0-byte", "backup", "remove"} {

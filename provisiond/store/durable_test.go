@@ -46,7 +46,7 @@ func TestDurable(t *testing.T) {
 	must(t, s.Close())
 	s2, err := Open(path, Options{NoSync: true})
 	must(t, err)
-	defer s2.Close()
+	defer func() { _ = s2.Close() }() // test cleanup
 	d, err := Read(ctx, s2, func(tx *Tx) (bool, error) { return tx.Durable(), nil })
 	must(t, err)
 	if !d {

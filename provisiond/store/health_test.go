@@ -40,7 +40,7 @@ func TestHealthFollowsWrites(t *testing.T) {
 	logs := &lockedBuffer{}
 	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{NoSync: true, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	must(t, err)
-	defer s.Close()
+	defer func() { _ = s.Close() }() // test cleanup
 	now := time.Unix(1_000_000, 0)
 	s.now = func() time.Time { return now }
 
@@ -103,7 +103,7 @@ func TestHealthOnFullTmpfs(t *testing.T) {
 	ctx := context.Background()
 	s, err := Open(filepath.Join(mnt, "provisiond.db"), Options{})
 	must(t, err)
-	defer s.Close()
+	defer func() { _ = s.Close() }() // test cleanup
 	must(t, s.Health(ctx))
 	blob := strings.Repeat("x", 64<<10)
 	var werr error

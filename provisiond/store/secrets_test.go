@@ -95,7 +95,7 @@ func TestSecretsSealed(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, err := Open(path, Options{SecretsKey: tc.key})
 			if err == nil {
-				s.Close()
+				_ = s.Close() // test cleanup
 				t.Fatal("opened")
 			}
 			if !errors.Is(err, ErrSecretsKey) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {

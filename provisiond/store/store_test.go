@@ -22,7 +22,7 @@ func openTemp(t testing.TB) (*Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() }) // test cleanup
 	return s, path
 }
 
@@ -172,7 +172,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 
 	s, err = Open(path, Options{})
 	must(t, err)
-	defer s.Close()
+	defer func() { _ = s.Close() }() // test cleanup
 	err = s.View(ctx, func(tx *Tx) error {
 		gh, err := tx.HardwareByMAC("aa:bb:cc:00:00:01")
 		if err != nil {
@@ -310,7 +310,7 @@ func TestOpenErrors(t *testing.T) {
 	locked := filepath.Join(dir, "locked.db")
 	s, err := Open(locked, Options{})
 	must(t, err)
-	defer s.Close()
+	defer func() { _ = s.Close() }() // test cleanup
 	_, err = Open(locked, Options{LockTimeout: 200 * time.Millisecond})
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("locked file: err = %v, want ErrLocked", err)

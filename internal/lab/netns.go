@@ -17,12 +17,19 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"testing"
 	"time"
 )
 
+// Skipper is the part of testing.TB the Require functions use; the lab
+// is also run by cmd/demolab, which links no testing package.
+type Skipper interface {
+	Helper()
+	Skip(args ...any)
+	Skipf(format string, args ...any)
+}
+
 // RequireRoot skips t unless the test runs as root (netns and tap need it).
-func RequireRoot(t testing.TB) {
+func RequireRoot(t Skipper) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, tap devices): run as root or in CI")
@@ -30,7 +37,7 @@ func RequireRoot(t testing.TB) {
 }
 
 // RequireBinaries skips t when a program is not installed.
-func RequireBinaries(t testing.TB, names ...string) {
+func RequireBinaries(t Skipper, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {

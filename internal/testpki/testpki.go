@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -29,9 +28,16 @@ type PKI struct {
 	CACertFile, ServerCertFile, ServerKeyFile string
 }
 
+// TB is the part of testing.TB that New and WriteFiles use, so that the
+// package links no testing code into what imports it.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
+
 // New creates a CA, a server certificate for 127.0.0.1 and localhost, and a
 // client certificate.
-func New(t testing.TB) *PKI {
+func New(t TB) *PKI {
 	t.Helper()
 	p, err := Generate(net.IPv4(127, 0, 0, 1))
 	if err != nil {
@@ -92,7 +98,7 @@ func Generate(serverIPs ...net.IP) (*PKI, error) {
 }
 
 // WriteFiles writes the CA and server material into dir and records the paths.
-func (p *PKI) WriteFiles(t testing.TB, dir string) {
+func (p *PKI) WriteFiles(t TB, dir string) {
 	t.Helper()
 	if err := p.Write(dir); err != nil {
 		t.Fatal(err)

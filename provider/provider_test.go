@@ -1,15 +1,14 @@
 package provider
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,23 +53,7 @@ var protoV6 = map[string]func() (tfprotov6.ProviderServer, error){
 	"baremetal": providerserver.NewProtocol6WithError(New("test")()),
 }
 
-// syncBuffer collects a daemon's log for inspection (secrets canary).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.Buffer
 
 // testDaemon is provisiond in the test process, wired by the daemon
 // package exactly as the binary is: a real store in a temporary

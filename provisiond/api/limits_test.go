@@ -1,9 +1,9 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"log/slog"
 	"net"
 	"os"
@@ -31,23 +31,7 @@ import (
 
 const limitsToken = "limits-test-admin-token-0123456789abcdef"
 
-// lockedBuffer is a log sink the server goroutines write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testkit.Buffer
 
 // shippedServer serves Admin over loopback with exactly the options and
 // listener limit provisiond runs with, and returns its address.

@@ -1,12 +1,11 @@
 package bmc
 
 import (
-	"bytes"
 	"context"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,23 +15,7 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.Buffer
 
 type testEnv struct {
 	st   *store.Store

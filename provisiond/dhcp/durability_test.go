@@ -1,16 +1,15 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -190,22 +189,7 @@ type proc struct {
 	err     error
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testkit.Buffer
 
 // startProvisiond runs bin inside ns. `ip netns exec` execs the program
 // in place, so the PID is provisiond's own and signals reach it directly.

@@ -1,7 +1,6 @@
 package bmc
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -47,15 +46,28 @@ const (
 )
 
 // Sentinel errors. Adapters map them to status codes with errors.Is.
+// ErrInvalid and ErrAuth are permanent: they report Permanent() true, so
+// a caller that knows nothing of this package (the workflow engine) can
+// tell, with errors.As, that trying again cannot help.
 var (
 	// ErrInvalid: a bad argument (unknown action, device or driver, no address).
-	ErrInvalid = errors.New("invalid BMC request")
+	ErrInvalid error = &sentinel{"invalid BMC request", true}
 	// ErrAuth: the BMC refused the credentials. Such calls are never retried:
 	// repeated failed logins lock accounts on many BMCs.
-	ErrAuth = errors.New("BMC refused the credentials")
+	ErrAuth error = &sentinel{"BMC refused the credentials", true}
 	// ErrTimeout: the BMC did not answer within the per-attempt timeout.
-	ErrTimeout = errors.New("BMC did not answer in time")
+	ErrTimeout error = &sentinel{"BMC did not answer in time", false}
 )
+
+type sentinel struct {
+	msg       string
+	permanent bool
+}
+
+func (s *sentinel) Error() string { return s.msg }
+
+// Permanent reports whether trying again cannot help.
+func (s *sentinel) Permanent() bool { return s.permanent }
 
 // ParsePowerAction checks s against the power actions.
 func ParsePowerAction(s string) (PowerAction, error) {

@@ -112,8 +112,9 @@ type options struct {
 // WithLogger logs to log [discard].
 func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
 
-// WithPower drives BMCs through p instead of bmclib (a fake in tests). The
-// BMC manager still answers the Admin API's power calls.
+// WithPower drives BMCs through p instead of bmclib (a fake in tests), for
+// the workflow engine and the Admin API's power calls alike; the BMC
+// manager's power poll still reads through bmclib.
 func WithPower(p workflow.Power) Option { return func(o *options) { o.power = p } }
 
 // WithClock is the workflow engine's clock [time.Now].
@@ -238,7 +239,7 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 		creds = credentials.NewTLS(cfg.TLS)
 	}
 	d.gsrv = grpc.NewServer(api.ServerOptions(auth, creds, log)...)
-	pb.RegisterAdminServer(d.gsrv, api.NewAdmin(d.st, log, api.Options{Machines: d.eng, Power: d.bmc}))
+	pb.RegisterAdminServer(d.gsrv, api.NewAdmin(d.st, log, api.Options{Machines: d.eng, Power: power}))
 	pb.RegisterAgentServer(d.gsrv, api.NewAgent(d.eng, log, reg))
 	d.health = health.NewServer()
 	healthpb.RegisterHealthServer(d.gsrv, d.health)

@@ -71,7 +71,8 @@ func (e *Engine) drive(ctx context.Context, id string, poke <-chan struct{}) {
 // restart is in the store.
 type driverState struct {
 	bootDeadline time.Time
-	step         string // the step the retry count belongs to
+	step         string    // the step the retry count belongs to
+	stepStart    time.Time // its first attempt
 	attempts     int
 }
 
@@ -117,11 +118,11 @@ func (e *Engine) advance(ctx context.Context, log *slog.Logger, d *driverState, 
 		case "":
 			return 0, e.setNetboot(ctx, w, true, stepNetbootOn)
 		case stepNetbootOn:
-			return e.bmcStep(ctx, log, d, w, hw, stepPXE, "boot device pxe (one time)", func() error {
+			return e.bmcStep(ctx, log, d, w, hw, stepPXE, "boot device pxe (one time)", func(ctx context.Context) error {
 				return e.power.SetBootDevice(ctx, hw, "pxe", false, hw.UEFI)
 			})
 		case stepPXE:
-			wait, err := e.bmcStep(ctx, log, d, w, hw, stepPowered, "power reset", func() error {
+			wait, err := e.bmcStep(ctx, log, d, w, hw, stepPowered, "power reset", func(ctx context.Context) error {
 				action := restart
 				if st, err := e.power.PowerState(ctx, hw); err == nil && st == "off" {
 					action = "on"
@@ -225,11 +226,11 @@ func (e *Engine) finish(ctx context.Context, log *slog.Logger, d *driverState, w
 	switch w.Step {
 	case stepNetbootOff:
 		if w.Kind == store.KindProvision {
-			return e.bmcStep(ctx, log, d, w, hw, stepBootDisk, "boot device disk (persistent)", func() error {
+			return e.bmcStep(ctx, log, d, w, hw, stepBootDisk, "boot device disk (persistent)", func(ctx context.Context) error {
 				return e.power.SetBootDevice(ctx, hw, "disk", true, hw.UEFI)
 			})
 		}
-		return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power off", func() error {
+		return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power off", func(ctx context.Context) error {
 			return e.power.SetPower(ctx, hw, "off")
 		})
 	case stepBootDisk:
@@ -240,11 +241,11 @@ func (e *Engine) finish(ctx context.Context, log *slog.Logger, d *driverState, w
 				return []store.Event{{Type: "power", State: w.State, Message: "no power reset: the agent started the installed OS by kexec"}}
 			})
 		case actionspec.Poweroff:
-			return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power off (the template ends in poweroff)", func() error {
+			return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power off (the template ends in poweroff)", func(ctx context.Context) error {
 				return e.power.SetPower(ctx, hw, "off")
 			})
 		}
-		return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power reset into the installed OS", func() error {
+		return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power reset into the installed OS", func(ctx context.Context) error {
 			return e.power.SetPower(ctx, hw, restart)
 		})
 	case stepFinalPower:
@@ -277,29 +278,45 @@ func allSucceeded(w store.Workflow) bool {
 }
 
 // bmcStep runs a BMC call (skipped for hardware without a BMC) and records
-// step once it worked. It retries PowerAttempts times, then fails the
-// workflow.
-func (e *Engine) bmcStep(ctx context.Context, log *slog.Logger, d *driverState, w store.Workflow, hw store.Hardware, step, what string, call func() error) (time.Duration, error) {
+// step once it worked. Every failed attempt is an event, so Terraform
+// shows it as it happens. A permanent failure (the BMC refused the
+// credentials, or the request) ends the workflow at once; others are
+// retried PowerAttempts times within PowerStepTimeout of the step's first
+// attempt, each call bounded by what is left of it.
+func (e *Engine) bmcStep(ctx context.Context, log *slog.Logger, d *driverState, w store.Workflow, hw store.Hardware, step, what string, call func(context.Context) error) (time.Duration, error) {
 	if !managed(hw) {
 		return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 			w.Step = step
 			return []store.Event{{Type: "power", State: w.State, Message: "no BMC (driver manual): " + what + " is up to the operator or the agent"}}
 		})
 	}
+	now := e.now()
 	if d.step != step {
-		d.step, d.attempts = step, 0
+		d.step, d.attempts, d.stepStart = step, 0, now
 	}
 	d.attempts++
-	err := call()
+	cctx, cancel := context.WithDeadline(ctx, d.stepStart.Add(e.opts.PowerStepTimeout))
+	err := call(cctx)
+	cancel()
 	if err != nil {
 		e.m.bmc.WithLabelValues(step, "error").Inc()
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		log.WarnContext(ctx, "BMC call failed", "op", what, "attempt", d.attempts, "err", err)
-		if d.attempts >= e.opts.PowerAttempts {
-			return 0, e.end(ctx, w, store.StateFailed, fmt.Sprintf("BMC: %s failed %d times: %v", what, d.attempts, err))
+		var p interface{ Permanent() bool }
+		permanent := errors.As(err, &p) && p.Permanent()
+		spent := e.now().Sub(d.stepStart)
+		final := permanent || d.attempts >= e.opts.PowerAttempts || spent+e.opts.PowerRetryDelay >= e.opts.PowerStepTimeout
+		log.WarnContext(ctx, "BMC call failed", "op", what, "attempt", d.attempts, "final", final, "err", err)
+		if final {
+			why := fmt.Sprintf("failed %d times in %s", d.attempts, spent.Round(time.Second))
+			if permanent {
+				why = "failed, and trying again cannot help"
+			}
+			return 0, e.end(ctx, w, store.StateFailed, fmt.Sprintf("BMC: %s %s: %v", what, why, err))
 		}
+		e.noteBMCFailure(ctx, w, fmt.Sprintf("BMC: %s failed (attempt %d of at most %d, %s into the step's %s); retrying in %s: %v",
+			what, d.attempts, e.opts.PowerAttempts, spent.Round(time.Second), e.opts.PowerStepTimeout, e.opts.PowerRetryDelay, err))
 		return e.opts.PowerRetryDelay, nil
 	}
 	e.m.bmc.WithLabelValues(step, "ok").Inc()
@@ -308,6 +325,17 @@ func (e *Engine) bmcStep(ctx context.Context, log *slog.Logger, d *driverState, 
 		w.Step = step
 		return []store.Event{{Type: "power", State: w.State, Message: what}}
 	})
+}
+
+// noteBMCFailure records a failed BMC attempt as an event of w.
+func (e *Engine) noteBMCFailure(ctx context.Context, w store.Workflow, msg string) {
+	err := e.st.Batch(ctx, func(tx *store.Tx) error {
+		_, err := tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: w.HardwareID, Type: "power", State: w.State, Message: msg})
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		e.log.WarnContext(ctx, "record BMC failure", "workflow", w.ID, "err", err)
+	}
 }
 
 // setNetboot switches the hardware's netboot flags and records step.

@@ -79,9 +79,14 @@ type Options struct {
 	// ActionGrace is how long past an action's own timeout the engine
 	// waits for the agent's report before it times the action out [1m].
 	ActionGrace time.Duration
-	// PowerAttempts and PowerRetryDelay bound BMC retries per step [5, 10s].
+	// PowerAttempts and PowerRetryDelay bound BMC retries per step [5, 5s].
 	PowerAttempts   int
 	PowerRetryDelay time.Duration
+	// PowerStepTimeout bounds one BMC step, its retries included, from its
+	// first attempt [1m]: a BMC that does not answer fails the workflow
+	// within it, with what the BMC said. A refusal of the credentials, or
+	// a request the BMC cannot take, fails it at once.
+	PowerStepTimeout time.Duration
 	// AgentSilence is how long an agent that used its token must have been
 	// silent before a new token replaces it [30s; agents beat every 5s].
 	AgentSilence time.Duration
@@ -102,8 +107,11 @@ func (o *Options) defaults() {
 	if o.PowerAttempts <= 0 {
 		o.PowerAttempts = 5
 	}
+	if o.PowerStepTimeout <= 0 {
+		o.PowerStepTimeout = time.Minute
+	}
 	if o.PowerRetryDelay <= 0 {
-		o.PowerRetryDelay = 10 * time.Second
+		o.PowerRetryDelay = 5 * time.Second
 	}
 	if o.AgentSilence <= 0 {
 		o.AgentSilence = 30 * time.Second

@@ -62,8 +62,23 @@ func (f *fakePower) SetPower(ctx context.Context, hw store.Hardware, action stri
 }
 
 func (f *fakePower) SetBootDevice(ctx context.Context, hw store.Hardware, device string, persistent, efi bool) error {
-	return f.record(fmt.Sprintf("%s bootdev %s persistent=%v", hw.ID, device, persistent))
+	err := f.record(fmt.Sprintf("%s bootdev %s persistent=%v", hw.ID, device, persistent))
+	if errors.Is(err, errHang) {
+		<-ctx.Done() // a BMC that never answers: only the caller's deadline ends the call
+		return fmt.Errorf("BMC did not answer: %w", ctx.Err())
+	}
+	return err
 }
+
+// errHang makes a fakePower call block until its context ends.
+var errHang = errors.New("hang")
+
+// permanentErr is a BMC error that says trying again cannot help, as the
+// bmc package's ErrAuth does.
+type permanentErr struct{}
+
+func (permanentErr) Error() string   { return "BMC refused the credentials" }
+func (permanentErr) Permanent() bool { return true }
 
 func (f *fakePower) Calls() []string {
 	f.mu.Lock()
@@ -515,15 +530,63 @@ func TestTimeouts(t *testing.T) {
 }
 
 func TestBMCFailure(t *testing.T) {
-	h := newHarness(t, testOptions())
-	h.addHardware("n1", "ipmi", "/dev/sda")
-	h.addTemplate("tpl", twoActions)
-	h.power.fail("n1 bootdev pxe persistent=false", errors.New("connection refused"))
-	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
-	w := h.waitFor(id, "failure", stateIs(store.StateFailed))
-	if w.Error != "BMC: boot device pxe (one time) failed 3 times: connection refused" {
-		t.Errorf("error = %q", w.Error)
+	events := func(h *harness, id string) (out []string) {
+		evs, err := store.Read(context.Background(), h.eng.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(id, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Type == "power" && strings.Contains(ev.Message, "failed (attempt") {
+				out = append(out, ev.Message)
+			}
+		}
+		return out
 	}
+	t.Run("transient: retried, each attempt an event", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		h.power.fail("n1 bootdev pxe persistent=false", errors.New("connection refused"))
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		w := h.waitFor(id, "failure", stateIs(store.StateFailed))
+		if !strings.HasPrefix(w.Error, "BMC: boot device pxe (one time) failed 3 times in ") || !strings.HasSuffix(w.Error, ": connection refused") {
+			t.Errorf("error = %q", w.Error)
+		}
+		if got := events(h, id); len(got) != 2 {
+			t.Errorf("events of failed attempts: %q, want the 2 before the last", got)
+		}
+	})
+	t.Run("permanent: no retry", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		h.power.fail("n1 bootdev pxe persistent=false", permanentErr{})
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		w := h.waitFor(id, "failure", stateIs(store.StateFailed))
+		if w.Error != "BMC: boot device pxe (one time) failed, and trying again cannot help: BMC refused the credentials" {
+			t.Errorf("error = %q", w.Error)
+		}
+		if n := len(h.power.Calls()); n != 1 {
+			t.Errorf("BMC calls = %d, want 1 (credentials are never retried)", n)
+		}
+	})
+	t.Run("silent BMC: failed within the step timeout", func(t *testing.T) {
+		opts := testOptions()
+		opts.PowerAttempts, opts.PowerStepTimeout, opts.PowerRetryDelay = 100, 600*time.Millisecond, 50*time.Millisecond
+		h := newHarness(t, opts)
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		h.power.fail("n1 bootdev pxe persistent=false", errHang)
+		start := time.Now()
+		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+		w := h.waitFor(id, "failure", stateIs(store.StateFailed))
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("a silent BMC failed the workflow after %s; the step timeout is %s", took, opts.PowerStepTimeout)
+		}
+		if !strings.Contains(w.Error, "BMC did not answer") {
+			t.Errorf("error = %q", w.Error)
+		}
+	})
 }
 
 func TestAgentAuth(t *testing.T) {

@@ -504,7 +504,8 @@ func (e *env) printEvent(ev *pb.Event) error {
 		}
 		return s
 	}
-	_, err := fmt.Fprintf(e.out, eventFormat, fmtTime(ev.GetTime()), dash(ev.GetType()), dash(stateName(ev.GetState())), dash(action), oneLine(ev.GetMessage()))
+	line := fmt.Sprintf(eventFormat, fmtTime(ev.GetTime()), dash(ev.GetType()), dash(stateName(ev.GetState())), dash(action), oneLine(ev.GetMessage()))
+	_, err := io.WriteString(e.out, strings.TrimRight(line, " \n")+"\n")
 	return err
 }
 

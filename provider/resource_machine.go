@@ -544,7 +544,7 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 	switch {
 	case werr != nil && errors.Is(werr, context.DeadlineExceeded):
 		resp.Diagnostics.AddError("Timed out provisioning hardware "+preq.HardwareId,
-			fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at provisiond's events for workflow %s.",
+			fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at the workflow's events with `provisiond ctl events %s`.",
 				wfID, timeout, plan.State.ValueString(), wfID))
 	case werr != nil && errors.Is(werr, context.Canceled):
 		resp.Diagnostics.AddError("Provisioning of hardware "+preq.HardwareId+" interrupted",

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/ctl"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/metadata"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
@@ -30,6 +31,13 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "ctl" {
+		if err := ctl.Run(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "provisiond ctl:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "provisiond:", err)
 		os.Exit(1)

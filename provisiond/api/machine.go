@@ -161,9 +161,29 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 	return out, machineError("deprovision machine", err)
 }
 
+// ListWorkflows returns the workflows of one hardware, oldest first.
+func (a *Admin) ListWorkflows(ctx context.Context, req *pb.ListWorkflowsRequest) (*pb.ListWorkflowsResponse, error) {
+	if req.GetHardwareId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "list workflows: hardware_id is required")
+	}
+	out := &pb.ListWorkflowsResponse{}
+	err := a.st.View(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Hardware(req.GetHardwareId()); err != nil {
+			return err
+		}
+		ws, err := tx.WorkflowsOf(req.GetHardwareId())
+		for _, w := range ws {
+			out.Workflows = append(out.Workflows, WorkflowToPB(w))
+		}
+		return err
+	})
+	return out, machineError("list workflows", err)
+}
+
 // WatchMachine streams the events of a machine's workflow (the current
 // one, or workflow_id), first those already logged, then new ones as they
-// are appended, until the workflow ends or the client goes away. Every
+// are appended, until the workflow ends or the client goes away (with
+// no_follow: once the logged ones are sent). Every
 // event carries a snapshot of the workflow.
 func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchMachineServer) error {
 	ctx := stream.Context()
@@ -200,7 +220,7 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 			}
 			after = e.Seq
 		}
-		if store.Terminal(w.State) {
+		if store.Terminal(w.State) || req.GetNoFollow() {
 			return nil
 		}
 		select {

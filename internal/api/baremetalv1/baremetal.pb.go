@@ -2091,7 +2091,11 @@ type WatchMachineRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
 	// Only events of this workflow; empty: the machine's current workflow.
-	WorkflowId    string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// With workflow_id set, hardware_id may be empty.
+	WorkflowId string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// Return once the events already logged are sent, rather than wait
+	// for the workflow to end.
+	NoFollow      bool `protobuf:"varint,3,opt,name=no_follow,json=noFollow,proto3" json:"no_follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2140,6 +2144,103 @@ func (x *WatchMachineRequest) GetWorkflowId() string {
 	return ""
 }
 
+func (x *WatchMachineRequest) GetNoFollow() bool {
+	if x != nil {
+		return x.NoFollow
+	}
+	return false
+}
+
+type ListWorkflowsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HardwareId    string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkflowsRequest) Reset() {
+	*x = ListWorkflowsRequest{}
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkflowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkflowsRequest) ProtoMessage() {}
+
+func (x *ListWorkflowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkflowsRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkflowsRequest) Descriptor() ([]byte, []int) {
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListWorkflowsRequest) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+// Oldest first; the workflows of a machine and of its deprovisioning, and
+// those of earlier machines on the hardware until retention drops them.
+type ListWorkflowsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workflows     []*Workflow            `protobuf:"bytes,1,rep,name=workflows,proto3" json:"workflows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkflowsResponse) Reset() {
+	*x = ListWorkflowsResponse{}
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkflowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkflowsResponse) ProtoMessage() {}
+
+func (x *ListWorkflowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkflowsResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkflowsResponse) Descriptor() ([]byte, []int) {
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListWorkflowsResponse) GetWorkflows() []*Workflow {
+	if x != nil {
+		return x.Workflows
+	}
+	return nil
+}
+
 type DeprovisionMachineRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
@@ -2151,7 +2252,7 @@ type DeprovisionMachineRequest struct {
 
 func (x *DeprovisionMachineRequest) Reset() {
 	*x = DeprovisionMachineRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[30]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2264,7 @@ func (x *DeprovisionMachineRequest) String() string {
 func (*DeprovisionMachineRequest) ProtoMessage() {}
 
 func (x *DeprovisionMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[30]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2277,7 @@ func (x *DeprovisionMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeprovisionMachineRequest.ProtoReflect.Descriptor instead.
 func (*DeprovisionMachineRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{30}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeprovisionMachineRequest) GetHardwareId() string {
@@ -2214,7 +2315,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[31]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2327,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[31]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2340,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{31}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -2323,7 +2424,7 @@ type GetPowerRequest struct {
 
 func (x *GetPowerRequest) Reset() {
 	*x = GetPowerRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[32]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2436,7 @@ func (x *GetPowerRequest) String() string {
 func (*GetPowerRequest) ProtoMessage() {}
 
 func (x *GetPowerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[32]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2449,7 @@ func (x *GetPowerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPowerRequest.ProtoReflect.Descriptor instead.
 func (*GetPowerRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{32}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetPowerRequest) GetHardwareId() string {
@@ -2375,7 +2476,7 @@ type SetPowerRequest struct {
 
 func (x *SetPowerRequest) Reset() {
 	*x = SetPowerRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[33]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2488,7 @@ func (x *SetPowerRequest) String() string {
 func (*SetPowerRequest) ProtoMessage() {}
 
 func (x *SetPowerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[33]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2501,7 @@ func (x *SetPowerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPowerRequest.ProtoReflect.Descriptor instead.
 func (*SetPowerRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{33}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetPowerRequest) GetHardwareId() string {
@@ -2428,7 +2529,7 @@ type PowerStatus struct {
 
 func (x *PowerStatus) Reset() {
 	*x = PowerStatus{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[34]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2541,7 @@ func (x *PowerStatus) String() string {
 func (*PowerStatus) ProtoMessage() {}
 
 func (x *PowerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[34]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2554,7 @@ func (x *PowerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PowerStatus.ProtoReflect.Descriptor instead.
 func (*PowerStatus) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{34}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PowerStatus) GetHardwareId() string {
@@ -2489,7 +2590,7 @@ type SetBootDeviceRequest struct {
 
 func (x *SetBootDeviceRequest) Reset() {
 	*x = SetBootDeviceRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[35]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2501,7 +2602,7 @@ func (x *SetBootDeviceRequest) String() string {
 func (*SetBootDeviceRequest) ProtoMessage() {}
 
 func (x *SetBootDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[35]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2514,7 +2615,7 @@ func (x *SetBootDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBootDeviceRequest.ProtoReflect.Descriptor instead.
 func (*SetBootDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{35}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetBootDeviceRequest) GetHardwareId() string {
@@ -2553,7 +2654,7 @@ type SetBootDeviceResponse struct {
 
 func (x *SetBootDeviceResponse) Reset() {
 	*x = SetBootDeviceResponse{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[36]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2666,7 @@ func (x *SetBootDeviceResponse) String() string {
 func (*SetBootDeviceResponse) ProtoMessage() {}
 
 func (x *SetBootDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[36]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2679,7 @@ func (x *SetBootDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBootDeviceResponse.ProtoReflect.Descriptor instead.
 func (*SetBootDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{36}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{38}
 }
 
 type Action struct {
@@ -2601,7 +2702,7 @@ type Action struct {
 
 func (x *Action) Reset() {
 	*x = Action{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[37]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2714,7 @@ func (x *Action) String() string {
 func (*Action) ProtoMessage() {}
 
 func (x *Action) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[37]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2727,7 @@ func (x *Action) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Action.ProtoReflect.Descriptor instead.
 func (*Action) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{37}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Action) GetTask() string {
@@ -2716,7 +2817,7 @@ type GetActionRequest struct {
 
 func (x *GetActionRequest) Reset() {
 	*x = GetActionRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[38]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +2829,7 @@ func (x *GetActionRequest) String() string {
 func (*GetActionRequest) ProtoMessage() {}
 
 func (x *GetActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[38]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +2842,7 @@ func (x *GetActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActionRequest.ProtoReflect.Descriptor instead.
 func (*GetActionRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{38}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetActionRequest) GetHardwareId() string {
@@ -2766,7 +2867,7 @@ type GetActionResponse struct {
 
 func (x *GetActionResponse) Reset() {
 	*x = GetActionResponse{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[39]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2879,7 @@ func (x *GetActionResponse) String() string {
 func (*GetActionResponse) ProtoMessage() {}
 
 func (x *GetActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[39]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2892,7 @@ func (x *GetActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActionResponse.ProtoReflect.Descriptor instead.
 func (*GetActionResponse) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{39}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetActionResponse) GetWorkflowId() string {
@@ -2840,7 +2941,7 @@ type ReportActionRequest struct {
 
 func (x *ReportActionRequest) Reset() {
 	*x = ReportActionRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[40]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2953,7 @@ func (x *ReportActionRequest) String() string {
 func (*ReportActionRequest) ProtoMessage() {}
 
 func (x *ReportActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[40]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2966,7 @@ func (x *ReportActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportActionRequest.ProtoReflect.Descriptor instead.
 func (*ReportActionRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{40}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportActionRequest) GetWorkflowId() string {
@@ -2946,7 +3047,7 @@ type ReportActionResponse struct {
 
 func (x *ReportActionResponse) Reset() {
 	*x = ReportActionResponse{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[41]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3059,7 @@ func (x *ReportActionResponse) String() string {
 func (*ReportActionResponse) ProtoMessage() {}
 
 func (x *ReportActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[41]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3072,7 @@ func (x *ReportActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportActionResponse.ProtoReflect.Descriptor instead.
 func (*ReportActionResponse) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{41}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{43}
 }
 
 type LogChunk struct {
@@ -2985,7 +3086,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[42]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3098,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[42]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3111,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{42}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LogChunk) GetWorkflowId() string {
@@ -3042,7 +3143,7 @@ type StreamLogsResponse struct {
 
 func (x *StreamLogsResponse) Reset() {
 	*x = StreamLogsResponse{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[43]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3155,7 @@ func (x *StreamLogsResponse) String() string {
 func (*StreamLogsResponse) ProtoMessage() {}
 
 func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[43]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3168,7 @@ func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsResponse.ProtoReflect.Descriptor instead.
 func (*StreamLogsResponse) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{43}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{45}
 }
 
 type HeartbeatRequest struct {
@@ -3080,7 +3181,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[44]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3193,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[44]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3206,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{44}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HeartbeatRequest) GetWorkflowId() string {
@@ -3132,7 +3233,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[45]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3245,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baremetalv1_baremetal_proto_msgTypes[45]
+	mi := &file_baremetalv1_baremetal_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3258,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{45}
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *HeartbeatResponse) GetCancelled() bool {
@@ -3334,12 +3435,18 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"hardwareId\"\x15\n" +
 	"\x13ListMachinesRequest\"I\n" +
 	"\x14ListMachinesResponse\x121\n" +
-	"\bmachines\x18\x01 \x03(\v2\x15.baremetal.v1.MachineR\bmachines\"W\n" +
+	"\bmachines\x18\x01 \x03(\v2\x15.baremetal.v1.MachineR\bmachines\"t\n" +
 	"\x13WatchMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
-	"workflowId\"P\n" +
+	"workflowId\x12\x1b\n" +
+	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"7\n" +
+	"\x14ListWorkflowsRequest\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\"M\n" +
+	"\x15ListWorkflowsResponse\x124\n" +
+	"\tworkflows\x18\x01 \x03(\v2\x16.baremetal.v1.WorkflowR\tworkflows\"P\n" +
 	"\x19DeprovisionMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x12\n" +
@@ -3467,7 +3574,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x0fBOOT_DEVICE_PXE\x10\x01\x12\x14\n" +
 	"\x10BOOT_DEVICE_DISK\x10\x02\x12\x14\n" +
 	"\x10BOOT_DEVICE_BIOS\x10\x03\x12\x15\n" +
-	"\x11BOOT_DEVICE_CDROM\x10\x042\x98\f\n" +
+	"\x11BOOT_DEVICE_CDROM\x10\x042\xf2\f\n" +
 	"\x05Admin\x12M\n" +
 	"\x0eCreateHardware\x12#.baremetal.v1.CreateHardwareRequest\x1a\x16.baremetal.v1.Hardware\x12G\n" +
 	"\vGetHardware\x12 .baremetal.v1.GetHardwareRequest\x1a\x16.baremetal.v1.Hardware\x12U\n" +
@@ -3484,7 +3591,8 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\n" +
 	"GetMachine\x12\x1f.baremetal.v1.GetMachineRequest\x1a\x15.baremetal.v1.Machine\x12U\n" +
 	"\fListMachines\x12!.baremetal.v1.ListMachinesRequest\x1a\".baremetal.v1.ListMachinesResponse\x12H\n" +
-	"\fWatchMachine\x12!.baremetal.v1.WatchMachineRequest\x1a\x13.baremetal.v1.Event0\x01\x12T\n" +
+	"\fWatchMachine\x12!.baremetal.v1.WatchMachineRequest\x1a\x13.baremetal.v1.Event0\x01\x12X\n" +
+	"\rListWorkflows\x12\".baremetal.v1.ListWorkflowsRequest\x1a#.baremetal.v1.ListWorkflowsResponse\x12T\n" +
 	"\x12DeprovisionMachine\x12'.baremetal.v1.DeprovisionMachineRequest\x1a\x15.baremetal.v1.Machine\x12D\n" +
 	"\bGetPower\x12\x1d.baremetal.v1.GetPowerRequest\x1a\x19.baremetal.v1.PowerStatus\x12D\n" +
 	"\bSetPower\x12\x1d.baremetal.v1.SetPowerRequest\x1a\x19.baremetal.v1.PowerStatus\x12X\n" +
@@ -3509,7 +3617,7 @@ func file_baremetalv1_baremetal_proto_rawDescGZIP() []byte {
 }
 
 var file_baremetalv1_baremetal_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_baremetalv1_baremetal_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_baremetalv1_baremetal_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_baremetalv1_baremetal_proto_goTypes = []any{
 	(PowerState)(0),                   // 0: baremetal.v1.PowerState
 	(WorkflowKind)(0),                 // 1: baremetal.v1.WorkflowKind
@@ -3546,131 +3654,136 @@ var file_baremetalv1_baremetal_proto_goTypes = []any{
 	(*ListMachinesRequest)(nil),       // 32: baremetal.v1.ListMachinesRequest
 	(*ListMachinesResponse)(nil),      // 33: baremetal.v1.ListMachinesResponse
 	(*WatchMachineRequest)(nil),       // 34: baremetal.v1.WatchMachineRequest
-	(*DeprovisionMachineRequest)(nil), // 35: baremetal.v1.DeprovisionMachineRequest
-	(*Event)(nil),                     // 36: baremetal.v1.Event
-	(*GetPowerRequest)(nil),           // 37: baremetal.v1.GetPowerRequest
-	(*SetPowerRequest)(nil),           // 38: baremetal.v1.SetPowerRequest
-	(*PowerStatus)(nil),               // 39: baremetal.v1.PowerStatus
-	(*SetBootDeviceRequest)(nil),      // 40: baremetal.v1.SetBootDeviceRequest
-	(*SetBootDeviceResponse)(nil),     // 41: baremetal.v1.SetBootDeviceResponse
-	(*Action)(nil),                    // 42: baremetal.v1.Action
-	(*GetActionRequest)(nil),          // 43: baremetal.v1.GetActionRequest
-	(*GetActionResponse)(nil),         // 44: baremetal.v1.GetActionResponse
-	(*ReportActionRequest)(nil),       // 45: baremetal.v1.ReportActionRequest
-	(*ReportActionResponse)(nil),      // 46: baremetal.v1.ReportActionResponse
-	(*LogChunk)(nil),                  // 47: baremetal.v1.LogChunk
-	(*StreamLogsResponse)(nil),        // 48: baremetal.v1.StreamLogsResponse
-	(*HeartbeatRequest)(nil),          // 49: baremetal.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 50: baremetal.v1.HeartbeatResponse
-	nil,                               // 51: baremetal.v1.Hardware.LabelsEntry
-	nil,                               // 52: baremetal.v1.ListHardwareRequest.LabelsEntry
-	nil,                               // 53: baremetal.v1.Workflow.ParametersEntry
-	nil,                               // 54: baremetal.v1.Machine.ParametersEntry
-	nil,                               // 55: baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	nil,                               // 56: baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
-	nil,                               // 57: baremetal.v1.Action.EnvironmentEntry
-	(*timestamppb.Timestamp)(nil),     // 58: google.protobuf.Timestamp
+	(*ListWorkflowsRequest)(nil),      // 35: baremetal.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),     // 36: baremetal.v1.ListWorkflowsResponse
+	(*DeprovisionMachineRequest)(nil), // 37: baremetal.v1.DeprovisionMachineRequest
+	(*Event)(nil),                     // 38: baremetal.v1.Event
+	(*GetPowerRequest)(nil),           // 39: baremetal.v1.GetPowerRequest
+	(*SetPowerRequest)(nil),           // 40: baremetal.v1.SetPowerRequest
+	(*PowerStatus)(nil),               // 41: baremetal.v1.PowerStatus
+	(*SetBootDeviceRequest)(nil),      // 42: baremetal.v1.SetBootDeviceRequest
+	(*SetBootDeviceResponse)(nil),     // 43: baremetal.v1.SetBootDeviceResponse
+	(*Action)(nil),                    // 44: baremetal.v1.Action
+	(*GetActionRequest)(nil),          // 45: baremetal.v1.GetActionRequest
+	(*GetActionResponse)(nil),         // 46: baremetal.v1.GetActionResponse
+	(*ReportActionRequest)(nil),       // 47: baremetal.v1.ReportActionRequest
+	(*ReportActionResponse)(nil),      // 48: baremetal.v1.ReportActionResponse
+	(*LogChunk)(nil),                  // 49: baremetal.v1.LogChunk
+	(*StreamLogsResponse)(nil),        // 50: baremetal.v1.StreamLogsResponse
+	(*HeartbeatRequest)(nil),          // 51: baremetal.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 52: baremetal.v1.HeartbeatResponse
+	nil,                               // 53: baremetal.v1.Hardware.LabelsEntry
+	nil,                               // 54: baremetal.v1.ListHardwareRequest.LabelsEntry
+	nil,                               // 55: baremetal.v1.Workflow.ParametersEntry
+	nil,                               // 56: baremetal.v1.Machine.ParametersEntry
+	nil,                               // 57: baremetal.v1.ProvisionMachineRequest.ParametersEntry
+	nil,                               // 58: baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	nil,                               // 59: baremetal.v1.Action.EnvironmentEntry
+	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
 }
 var file_baremetalv1_baremetal_proto_depIdxs = []int32{
 	5,  // 0: baremetal.v1.Hardware.interfaces:type_name -> baremetal.v1.Interface
 	6,  // 1: baremetal.v1.Hardware.bmc:type_name -> baremetal.v1.BMC
-	51, // 2: baremetal.v1.Hardware.labels:type_name -> baremetal.v1.Hardware.LabelsEntry
+	53, // 2: baremetal.v1.Hardware.labels:type_name -> baremetal.v1.Hardware.LabelsEntry
 	7,  // 3: baremetal.v1.Hardware.netboot:type_name -> baremetal.v1.Netboot
 	0,  // 4: baremetal.v1.Hardware.power:type_name -> baremetal.v1.PowerState
-	58, // 5: baremetal.v1.Hardware.power_seen_at:type_name -> google.protobuf.Timestamp
-	58, // 6: baremetal.v1.Hardware.created_at:type_name -> google.protobuf.Timestamp
-	58, // 7: baremetal.v1.Hardware.updated_at:type_name -> google.protobuf.Timestamp
+	60, // 5: baremetal.v1.Hardware.power_seen_at:type_name -> google.protobuf.Timestamp
+	60, // 6: baremetal.v1.Hardware.created_at:type_name -> google.protobuf.Timestamp
+	60, // 7: baremetal.v1.Hardware.updated_at:type_name -> google.protobuf.Timestamp
 	8,  // 8: baremetal.v1.CreateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
-	52, // 9: baremetal.v1.ListHardwareRequest.labels:type_name -> baremetal.v1.ListHardwareRequest.LabelsEntry
+	54, // 9: baremetal.v1.ListHardwareRequest.labels:type_name -> baremetal.v1.ListHardwareRequest.LabelsEntry
 	8,  // 10: baremetal.v1.ListHardwareResponse.hardware:type_name -> baremetal.v1.Hardware
 	8,  // 11: baremetal.v1.UpdateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
 	16, // 12: baremetal.v1.Template.tasks:type_name -> baremetal.v1.TemplateTask
-	58, // 13: baremetal.v1.Template.created_at:type_name -> google.protobuf.Timestamp
-	58, // 14: baremetal.v1.Template.updated_at:type_name -> google.protobuf.Timestamp
+	60, // 13: baremetal.v1.Template.created_at:type_name -> google.protobuf.Timestamp
+	60, // 14: baremetal.v1.Template.updated_at:type_name -> google.protobuf.Timestamp
 	17, // 15: baremetal.v1.CreateTemplateRequest.template:type_name -> baremetal.v1.Template
 	17, // 16: baremetal.v1.ListTemplatesResponse.templates:type_name -> baremetal.v1.Template
 	17, // 17: baremetal.v1.UpdateTemplateRequest.template:type_name -> baremetal.v1.Template
 	16, // 18: baremetal.v1.ValidateTemplateResponse.tasks:type_name -> baremetal.v1.TemplateTask
 	2,  // 19: baremetal.v1.ActionStatus.state:type_name -> baremetal.v1.State
-	58, // 20: baremetal.v1.ActionStatus.started_at:type_name -> google.protobuf.Timestamp
-	58, // 21: baremetal.v1.ActionStatus.finished_at:type_name -> google.protobuf.Timestamp
-	53, // 22: baremetal.v1.Workflow.parameters:type_name -> baremetal.v1.Workflow.ParametersEntry
+	60, // 20: baremetal.v1.ActionStatus.started_at:type_name -> google.protobuf.Timestamp
+	60, // 21: baremetal.v1.ActionStatus.finished_at:type_name -> google.protobuf.Timestamp
+	55, // 22: baremetal.v1.Workflow.parameters:type_name -> baremetal.v1.Workflow.ParametersEntry
 	1,  // 23: baremetal.v1.Workflow.kind:type_name -> baremetal.v1.WorkflowKind
 	2,  // 24: baremetal.v1.Workflow.state:type_name -> baremetal.v1.State
 	27, // 25: baremetal.v1.Workflow.actions:type_name -> baremetal.v1.ActionStatus
-	58, // 26: baremetal.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	58, // 27: baremetal.v1.Workflow.started_at:type_name -> google.protobuf.Timestamp
-	58, // 28: baremetal.v1.Workflow.finished_at:type_name -> google.protobuf.Timestamp
-	54, // 29: baremetal.v1.Machine.parameters:type_name -> baremetal.v1.Machine.ParametersEntry
+	60, // 26: baremetal.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	60, // 27: baremetal.v1.Workflow.started_at:type_name -> google.protobuf.Timestamp
+	60, // 28: baremetal.v1.Workflow.finished_at:type_name -> google.protobuf.Timestamp
+	56, // 29: baremetal.v1.Machine.parameters:type_name -> baremetal.v1.Machine.ParametersEntry
 	28, // 30: baremetal.v1.Machine.workflow:type_name -> baremetal.v1.Workflow
-	58, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
-	58, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
-	55, // 33: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	56, // 34: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	60, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
+	60, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
+	57, // 33: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
+	58, // 34: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
 	29, // 35: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
-	58, // 36: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 37: baremetal.v1.Event.state:type_name -> baremetal.v1.State
-	28, // 38: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
-	3,  // 39: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
-	0,  // 40: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
-	58, // 41: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
-	4,  // 42: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
-	57, // 43: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
-	42, // 44: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
-	2,  // 45: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
-	58, // 46: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
-	58, // 47: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 48: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
-	10, // 49: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
-	11, // 50: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
-	13, // 51: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
-	14, // 52: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
-	18, // 53: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
-	19, // 54: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
-	20, // 55: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
-	22, // 56: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
-	23, // 57: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
-	25, // 58: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
-	30, // 59: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
-	31, // 60: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
-	32, // 61: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
-	34, // 62: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
-	35, // 63: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
-	37, // 64: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
-	38, // 65: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
-	40, // 66: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
-	43, // 67: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
-	45, // 68: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
-	47, // 69: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
-	49, // 70: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
-	8,  // 71: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
-	8,  // 72: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
-	12, // 73: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
-	8,  // 74: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
-	15, // 75: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
-	17, // 76: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
-	17, // 77: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
-	21, // 78: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
-	17, // 79: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
-	24, // 80: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
-	26, // 81: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
-	29, // 82: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
-	29, // 83: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
-	33, // 84: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
-	36, // 85: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
-	29, // 86: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
-	39, // 87: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
-	39, // 88: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
-	41, // 89: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
-	44, // 90: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
-	46, // 91: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
-	48, // 92: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
-	50, // 93: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
-	71, // [71:94] is the sub-list for method output_type
-	48, // [48:71] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	28, // 36: baremetal.v1.ListWorkflowsResponse.workflows:type_name -> baremetal.v1.Workflow
+	60, // 37: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 38: baremetal.v1.Event.state:type_name -> baremetal.v1.State
+	28, // 39: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
+	3,  // 40: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
+	0,  // 41: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
+	60, // 42: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
+	4,  // 43: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
+	59, // 44: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
+	44, // 45: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
+	2,  // 46: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
+	60, // 47: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
+	60, // 48: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 49: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
+	10, // 50: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
+	11, // 51: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
+	13, // 52: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
+	14, // 53: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
+	18, // 54: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
+	19, // 55: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
+	20, // 56: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
+	22, // 57: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
+	23, // 58: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
+	25, // 59: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
+	30, // 60: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
+	31, // 61: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
+	32, // 62: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
+	34, // 63: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
+	35, // 64: baremetal.v1.Admin.ListWorkflows:input_type -> baremetal.v1.ListWorkflowsRequest
+	37, // 65: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
+	39, // 66: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
+	40, // 67: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
+	42, // 68: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
+	45, // 69: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
+	47, // 70: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
+	49, // 71: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
+	51, // 72: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
+	8,  // 73: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
+	8,  // 74: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
+	12, // 75: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
+	8,  // 76: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
+	15, // 77: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
+	17, // 78: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
+	17, // 79: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
+	21, // 80: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
+	17, // 81: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
+	24, // 82: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
+	26, // 83: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
+	29, // 84: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
+	29, // 85: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
+	33, // 86: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
+	38, // 87: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
+	36, // 88: baremetal.v1.Admin.ListWorkflows:output_type -> baremetal.v1.ListWorkflowsResponse
+	29, // 89: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
+	41, // 90: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
+	41, // 91: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
+	43, // 92: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
+	46, // 93: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
+	48, // 94: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
+	50, // 95: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
+	52, // 96: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
+	73, // [73:97] is the sub-list for method output_type
+	49, // [49:73] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_baremetalv1_baremetal_proto_init() }
@@ -3684,7 +3797,7 @@ func file_baremetalv1_baremetal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baremetalv1_baremetal_proto_rawDesc), len(file_baremetalv1_baremetal_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

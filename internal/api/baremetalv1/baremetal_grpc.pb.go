@@ -39,6 +39,7 @@ const (
 	Admin_GetMachine_FullMethodName         = "/baremetal.v1.Admin/GetMachine"
 	Admin_ListMachines_FullMethodName       = "/baremetal.v1.Admin/ListMachines"
 	Admin_WatchMachine_FullMethodName       = "/baremetal.v1.Admin/WatchMachine"
+	Admin_ListWorkflows_FullMethodName      = "/baremetal.v1.Admin/ListWorkflows"
 	Admin_DeprovisionMachine_FullMethodName = "/baremetal.v1.Admin/DeprovisionMachine"
 	Admin_GetPower_FullMethodName           = "/baremetal.v1.Admin/GetPower"
 	Admin_SetPower_FullMethodName           = "/baremetal.v1.Admin/SetPower"
@@ -68,6 +69,8 @@ type AdminClient interface {
 	// Streams the events of the machine's workflow, starting with the ones
 	// already logged, until the workflow ends or the client goes away.
 	WatchMachine(ctx context.Context, in *WatchMachineRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// The workflows of one hardware, current and past.
+	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
 	// Starts the deprovision workflow (wipe, power off); the machine is gone
 	// once it succeeds.
 	DeprovisionMachine(ctx context.Context, in *DeprovisionMachineRequest, opts ...grpc.CallOption) (*Machine, error)
@@ -243,6 +246,16 @@ func (c *adminClient) WatchMachine(ctx context.Context, in *WatchMachineRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_WatchMachineClient = grpc.ServerStreamingClient[Event]
 
+func (c *adminClient) ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWorkflowsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListWorkflows_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) DeprovisionMachine(ctx context.Context, in *DeprovisionMachineRequest, opts ...grpc.CallOption) (*Machine, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Machine)
@@ -306,6 +319,8 @@ type AdminServer interface {
 	// Streams the events of the machine's workflow, starting with the ones
 	// already logged, until the workflow ends or the client goes away.
 	WatchMachine(*WatchMachineRequest, grpc.ServerStreamingServer[Event]) error
+	// The workflows of one hardware, current and past.
+	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)
 	// Starts the deprovision workflow (wipe, power off); the machine is gone
 	// once it succeeds.
 	DeprovisionMachine(context.Context, *DeprovisionMachineRequest) (*Machine, error)
@@ -366,6 +381,9 @@ func (UnimplementedAdminServer) ListMachines(context.Context, *ListMachinesReque
 }
 func (UnimplementedAdminServer) WatchMachine(*WatchMachineRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method WatchMachine not implemented")
+}
+func (UnimplementedAdminServer) ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWorkflows not implemented")
 }
 func (UnimplementedAdminServer) DeprovisionMachine(context.Context, *DeprovisionMachineRequest) (*Machine, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeprovisionMachine not implemented")
@@ -663,6 +681,24 @@ func _Admin_WatchMachine_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_WatchMachineServer = grpc.ServerStreamingServer[Event]
 
+func _Admin_ListWorkflows_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkflowsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListWorkflows(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListWorkflows_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListWorkflows(ctx, req.(*ListWorkflowsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_DeprovisionMachine_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeprovisionMachineRequest)
 	if err := dec(in); err != nil {
@@ -797,6 +833,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMachines",
 			Handler:    _Admin_ListMachines_Handler,
+		},
+		{
+			MethodName: "ListWorkflows",
+			Handler:    _Admin_ListWorkflows_Handler,
 		},
 		{
 			MethodName: "DeprovisionMachine",

@@ -181,8 +181,9 @@ func initOnce(ctx context.Context, log *slog.Logger) (then string, err error) {
 		log.Warn("mounts", "err", err)
 	}
 	initsys.EnsureEntropy(log, 5*time.Second)
-	n, failed := initsys.LoadModules(log, "/lib/modules")
-	log.Info("kernel modules loaded", "loaded", n, "failed", len(failed))
+	initsys.DefaultEnv()
+	loaded, failed := initsys.LoadDrivers(log, "/lib/modules", "/sys")
+	log.Info("kernel modules loaded", "loaded", len(loaded), "failed", len(failed))
 	raw, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return "", fmt.Errorf("read kernel command line: %w", err)

@@ -42,11 +42,20 @@ func MountAll(log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
+// DefaultEnv sets PATH (the kernel starts init without one) so that
+// commands of exec actions and busybox's shell find the agent OS's tools.
+func DefaultEnv() {
+	if os.Getenv("PATH") == "" {
+		_ = os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin") // cannot fail for a valid name
+	}
+}
+
 // FirstModules are loaded before any other module, in this order: the virtio
 // stack that QEMU machines need, whose dependencies are not resolved for us.
 var FirstModules = []string{"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "failover", "net_failover", "virtio_net", "virtio_blk"}
 
-// LoadModules loads every uncompressed .ko below dir: FirstModules first,
+// LoadModules is the fallback of LoadDrivers for an initramfs without a
+// module index. It loads every uncompressed .ko below dir: FirstModules first,
 // then the rest by name, in passes until no more load (a module whose
 // dependency is not loaded yet fails and is tried again in the next pass).
 // It returns how many loaded and the modules that never did.

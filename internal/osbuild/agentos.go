@@ -6,19 +6,31 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
 )
 
 // AgentOSConfig says what BuildAgentOS builds from.
 type AgentOSConfig struct {
-	KernelDeb   string // a linux-image .deb, or
-	KernelDir   string // an installed-kernel tree
-	InitPath    string // the static agent binary
-	OutDir      string // receives vmlinuz and initramfs
-	Modules     []string
+	KernelDeb   string   // a linux-image .deb, or
+	KernelDir   string   // an installed-kernel tree
+	InitPath    string   // the static agent binary
+	OutDir      string   // receives vmlinuz and initramfs
+	Modules     []string // names and path prefixes, see DefaultModules
 	Compression Compression
+	// BusyboxPath is a static busybox binary (Debian's busybox-static) to
+	// install with its applet links; empty for none (no shell: exec and
+	// cexec of CMD_LINE fail).
+	BusyboxPath string
+	// FirmwareDir is copied into lib/firmware (NIC and HBA firmware blobs,
+	// laid out as in linux-firmware); empty for none.
+	FirmwareDir string
 }
 
 // LoadKernel reads the kernel named by cfg (deb or dir).
@@ -45,7 +57,18 @@ func BuildAgentOS(ctx context.Context, log *slog.Logger, cfg AgentOSConfig) erro
 	if err != nil {
 		return fmt.Errorf("read init: %w", err)
 	}
-	initrd, err := Initramfs{Init: init, Kernel: k, Modules: cfg.Modules, Compression: cfg.Compression}.Bytes(ctx)
+	in := Initramfs{Init: init, Kernel: k, Modules: k.Selection(cfg.Modules), Compression: cfg.Compression}
+	if cfg.BusyboxPath != "" {
+		if in.Busybox, in.Applets, err = ReadBusybox(ctx, cfg.BusyboxPath); err != nil {
+			return err
+		}
+	}
+	if cfg.FirmwareDir != "" {
+		if in.Firmware, err = ReadTree(cfg.FirmwareDir); err != nil {
+			return fmt.Errorf("firmware: %w", err)
+		}
+	}
+	initrd, err := in.Bytes(ctx)
 	if err != nil {
 		return err
 	}
@@ -59,8 +82,53 @@ func BuildAgentOS(ctx context.Context, log *slog.Logger, cfg AgentOSConfig) erro
 		sum := sha256.Sum256(data)
 		log.Info("wrote", "file", filepath.Join(cfg.OutDir, name), "bytes", len(data), "sha256", hex.EncodeToString(sum[:]))
 	}
-	log.Info("agent OS built", "kernel", k.Version, "modules", len(k.Modules))
+	log.Info("agent OS built", "kernel", k.Version, "modules", len(k.Modules), "busybox_applets", len(in.Applets), "firmware_files", len(in.Firmware))
 	return nil
+}
+
+// ReadBusybox reads a static busybox binary and asks it for its applets
+// (`busybox --list`), so it must run on the build machine's architecture.
+func ReadBusybox(ctx context.Context, p string) ([]byte, []string, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read busybox: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, p, "--list").Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("busybox --list (%s must be a busybox for this machine's architecture): %w", p, err)
+	}
+	applets := strings.Fields(string(out))
+	if !slices.Contains(applets, "sh") {
+		return nil, nil, fmt.Errorf("busybox %s has no sh applet", p)
+	}
+	sort.Strings(applets)
+	return b, applets, nil
+}
+
+// ReadTree reads every regular file below dir: relative slash path →
+// contents. Symbolic links are followed (linux-firmware uses them).
+func ReadTree(dir string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[filepath.ToSlash(rel)] = b
+		return nil
+	})
+	return files, err
 }
 
 // WriteFileAtomic writes data to a temporary file beside name and renames it

@@ -10,7 +10,10 @@ import (
 	"path"
 	"strings"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/rackform/terraform-provider-baremetal/internal/cpio"
+	"github.com/rackform/terraform-provider-baremetal/internal/kmod"
 )
 
 // ModulesLoadFile is the initramfs file, under lib/modules/<version>/, that
@@ -22,10 +25,16 @@ const ModulesLoadFile = "modules.load"
 // Compression of the initramfs.
 type Compression string
 
+// Debian's kernel unpacks all three (CONFIG_RD_GZIP, CONFIG_RD_ZSTD).
 const (
 	CompressGzip Compression = "gzip"
+	CompressZstd Compression = "zstd"
 	CompressNone Compression = "none"
 )
+
+// BusyboxSkip are busybox applets that get no link in the agent OS: the
+// agent is init, and its power actions end the system.
+var BusyboxSkip = map[string]bool{"init": true, "linuxrc": true, "busybox": true}
 
 // Initramfs describes an initramfs: an init binary and modules of a kernel.
 type Initramfs struct {
@@ -33,7 +42,16 @@ type Initramfs struct {
 	Kernel  *Kernel  // modules come from here
 	Modules []string // names to ship (their dependencies are added)
 	// Files are extra regular files, path → contents (mode 0644).
-	Files       map[string][]byte
+	Files map[string][]byte
+	// Busybox, when set, is a static busybox installed as bin/busybox with
+	// a link bin/NAME for every one of Applets (but BusyboxSkip); sbin,
+	// usr/bin and usr/sbin link to bin, so /bin/sh, /sbin/modprobe (which
+	// the kernel runs to load modules on demand) and /usr/bin/env resolve.
+	Busybox []byte
+	Applets []string
+	// Firmware are files for lib/firmware, relative path → contents, where
+	// the kernel's firmware loader looks for them.
+	Firmware    map[string][]byte
 	Compression Compression // default gzip
 }
 
@@ -82,6 +100,24 @@ func (in Initramfs) Build(ctx context.Context, w io.Writer) error {
 		if err := tr.AddFile(path.Join(base, ModulesLoadFile), 0o644, []byte(list.String())); err != nil {
 			return fmt.Errorf("initramfs: add %s: %w", ModulesLoadFile, err)
 		}
+		idx := make([]kmod.Module, 0, len(order))
+		for _, m := range order {
+			idx = append(idx, kmod.Module{Name: m.Name, Path: m.Path, Depends: m.Depends, Aliases: m.Aliases, Softpre: m.Softdeps})
+		}
+		err = kmod.Write(idx, func(name string, data []byte) error { return tr.AddFile(path.Join(base, name), 0o644, data) })
+		if err != nil {
+			return fmt.Errorf("initramfs: module index: %w", err)
+		}
+	}
+	if in.Busybox != nil {
+		if err := addBusybox(tr, in.Busybox, in.Applets); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
+	}
+	for name, data := range in.Firmware {
+		if err := tr.AddFile(path.Join("lib/firmware", path.Clean("/" + name)[1:]), 0o644, data); err != nil {
+			return fmt.Errorf("initramfs: add firmware %s: %w", name, err)
+		}
 	}
 	for name, data := range in.Files {
 		if err := tr.AddFile(name, 0o644, data); err != nil {
@@ -92,6 +128,17 @@ func (in Initramfs) Build(ctx context.Context, w io.Writer) error {
 	case CompressNone:
 		_, err := tr.WriteTo(w)
 		return err
+	case CompressZstd:
+		// One encoder goroutine: the frames do not depend on scheduling.
+		// The kernel's unzstd needs a single frame with a known window.
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		if err != nil {
+			return err
+		}
+		if _, err := tr.WriteTo(zw); err != nil {
+			return fmt.Errorf("initramfs: write archive: %w", err)
+		}
+		return zw.Close()
 	case CompressGzip, "":
 		// No name and a zero mtime in the gzip header: reproducible bytes.
 		zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
@@ -112,4 +159,33 @@ func (in Initramfs) Bytes(ctx context.Context) ([]byte, error) {
 	var buf bytes.Buffer
 	err := in.Build(ctx, &buf)
 	return buf.Bytes(), err
+}
+
+// addBusybox installs busybox as bin/busybox, its applet links, and the
+// sbin, usr/bin and usr/sbin links to bin.
+func addBusybox(tr *cpio.Tree, bb []byte, applets []string) error {
+	errs := []error{
+		tr.AddDir("bin", 0o755),
+		tr.AddFile("bin/busybox", 0o755, bb),
+		tr.AddSymlink("sbin", "bin"),
+		tr.AddDir("usr", 0o755),
+		tr.AddSymlink("usr/bin", "../bin"),
+		tr.AddSymlink("usr/sbin", "../bin"),
+	}
+	seen := map[string]bool{}
+	for _, a := range applets {
+		if BusyboxSkip[a] || seen[a] {
+			continue
+		}
+		seen[a] = true
+		if a == "" || strings.ContainsAny(a, "/ ") || a == "." || a == ".." {
+			errs = append(errs, fmt.Errorf("busybox applet %q: bad name", a))
+			continue
+		}
+		errs = append(errs, tr.AddSymlink("bin/"+a, "busybox"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("busybox: %w", err)
+	}
+	return nil
 }

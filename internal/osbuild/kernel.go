@@ -20,8 +20,11 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/kmod"
 )
 
 // VirtioModules are the modules a QEMU guest needs for its virtio NIC and
@@ -40,12 +43,39 @@ var ServerModules = []string{
 	"ahci", "nvme", "megaraid_sas", "mpt3sas",
 }
 
+// DefaultModules is what the agent OS ships: every NIC and the storage
+// drivers of real servers and of QEMU, the filesystems an install writes
+// to, and everything they need. An entry with a '/' selects every module
+// below that path (relative to lib/modules/VERSION); any other entry names
+// one module. The agent loads these by modalias, not all at once.
+var DefaultModules = []string{
+	// NICs: every Ethernet driver of the package, and virtio-net.
+	"kernel/drivers/net/ethernet/", "virtio_net",
+	// Storage: NVMe (and Intel VMD in front of it), SATA/AHCI and PATA,
+	// SAS/RAID HBAs, virtio, SCSI disks and CD-ROMs.
+	"kernel/drivers/nvme/host/", "vmd", "kernel/drivers/ata/",
+	"megaraid_sas", "mpt3sas", "smartpqi", "hpsa", "aacraid", "mpi3mr", "mptsas", "mptspi", "isci", "pm80xx", "mvsas", "arcmsr",
+	"virtio_scsi", "virtio_blk", "sd_mod", "sr_mod", "kernel/drivers/virtio/",
+	// Filesystems an install writes to or reads a kernel from, with the
+	// code pages vfat asks for and the checksums ext4, xfs and btrfs need.
+	"ext4", "xfs", "btrfs", "vfat", "msdos", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1",
+	"crc32c_generic", "crc32c_intel", "libcrc32c",
+	// USB keyboards and sticks for a console at the server.
+	"xhci_pci", "ehci_pci", "usb_storage", "uas", "usbhid", "hid_generic",
+}
+
 // Module is one kernel module read from a kernel package or tree.
 type Module struct {
 	Name    string   // canonical name, '-' replaced by '_'
 	Path    string   // path under lib/modules/<version>/, e.g. kernel/drivers/net/virtio_net.ko
 	Depends []string // canonical names of the modules it needs
-	Data    []byte   // nil until selected
+	Aliases []string // modalias patterns (and fs-*, crypto-* names) it serves
+	// Softdeps are the modules (resolved from .modinfo's "softdep=pre:"
+	// names and aliases, e.g. ext4's crc32c) to load before it if they can
+	// be: their failure does not stop it (crc32c_intel needs SSE4.2).
+	Softdeps []string
+	softpre  []string // the names as .modinfo gives them
+	Data     []byte   // nil until selected
 }
 
 // Kernel is a kernel image and the modules built for it.
@@ -60,26 +90,65 @@ type Kernel struct {
 
 // CanonicalModuleName maps a module file or name to the kernel's own form:
 // "nvme-core.ko" → "nvme_core".
-func CanonicalModuleName(s string) string {
-	s = path.Base(s)
-	s = strings.TrimSuffix(s, ".ko")
-	return strings.ReplaceAll(s, "-", "_")
+func CanonicalModuleName(s string) string { return kmod.Name(s) }
+
+// selects reports whether the selection want (names, or path prefixes with
+// a '/') takes module m.
+func selects(want map[string]bool, prefixes []string, m *Module) bool {
+	if want[m.Name] {
+		return true
+	}
+	for _, p := range prefixes {
+		if strings.HasPrefix(m.Path, p) {
+			return true
+		}
+	}
+	return false
 }
 
-// modinfo returns a module's name and dependencies from its .modinfo section.
-func modinfo(ko []byte) (name string, depends []string, err error) {
+func splitSelection(want []string) (names []string, prefixes []string) {
+	for _, w := range want {
+		if strings.Contains(w, "/") {
+			prefixes = append(prefixes, w)
+		} else {
+			names = append(names, w)
+		}
+	}
+	return names, prefixes
+}
+
+// Selection expands want (names and path prefixes) to the names of the
+// modules it takes, sorted: the list LoadOrder wants.
+func (k *Kernel) Selection(want []string) []string {
+	names, prefixes := splitSelection(want)
+	out := append([]string(nil), names...)
+	if len(prefixes) > 0 {
+		for _, m := range k.Modules {
+			if selects(nil, prefixes, m) {
+				out = append(out, m.Name)
+			}
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// modinfo returns what a module's .modinfo section says of it: its name,
+// dependencies, aliases and softdep pre: names.
+func modinfo(ko []byte) (*Module, error) {
 	f, err := elf.NewFile(bytes.NewReader(ko))
 	if err != nil {
-		return "", nil, fmt.Errorf("parse ELF: %w", err)
+		return nil, fmt.Errorf("parse ELF: %w", err)
 	}
 	sec := f.Section(".modinfo")
 	if sec == nil {
-		return "", nil, errors.New("no .modinfo section")
+		return nil, errors.New("no .modinfo section")
 	}
 	b, err := sec.Data()
 	if err != nil {
-		return "", nil, fmt.Errorf("read .modinfo: %w", err)
+		return nil, fmt.Errorf("read .modinfo: %w", err)
 	}
+	m := &Module{}
 	for _, kv := range bytes.Split(b, []byte{0}) {
 		k, v, ok := strings.Cut(string(kv), "=")
 		if !ok {
@@ -87,16 +156,34 @@ func modinfo(ko []byte) (name string, depends []string, err error) {
 		}
 		switch k {
 		case "name":
-			name = CanonicalModuleName(v)
+			m.Name = CanonicalModuleName(v)
 		case "depends":
 			for _, d := range strings.Split(v, ",") {
 				if d = strings.TrimSpace(d); d != "" {
-					depends = append(depends, CanonicalModuleName(d))
+					m.Depends = append(m.Depends, CanonicalModuleName(d))
+				}
+			}
+		case "alias":
+			if v = strings.TrimSpace(v); v != "" && !strings.ContainsAny(v, " \t\n") {
+				m.Aliases = append(m.Aliases, v)
+			}
+		case "softdep":
+			pre := false
+			for _, w := range strings.Fields(v) {
+				switch w {
+				case "pre:":
+					pre = true
+				case "post:":
+					pre = false
+				default:
+					if pre {
+						m.softpre = append(m.softpre, w)
+					}
 				}
 			}
 		}
 	}
-	return name, depends, nil
+	return m, nil
 }
 
 // file is one file of a kernel source, relative to its root ("boot/vmlinuz-X").
@@ -217,8 +304,9 @@ func readAllLimited(f file) ([]byte, error) {
 // and once more for dependencies that were not asked for by name.
 func loadKernel(ctx context.Context, walk walker, want []string) (*Kernel, error) {
 	k := &Kernel{Modules: map[string]*Module{}, Builtin: map[string]bool{}}
+	wantNames, prefixes := splitSelection(want)
 	wanted := map[string]bool{}
-	for _, w := range want {
+	for _, w := range wantNames {
 		wanted[CanonicalModuleName(w)] = true
 	}
 	err := walk(ctx, func(f file) error {
@@ -246,18 +334,18 @@ func loadKernel(ctx context.Context, walk walker, want []string) (*Kernel, error
 			if err != nil {
 				return err
 			}
-			name, deps, err := modinfo(b)
+			m, err := modinfo(b)
 			if err != nil {
 				return fmt.Errorf("module %s: %w", f.name, err)
 			}
-			if name == "" {
-				name = CanonicalModuleName(f.name)
+			if m.Name == "" {
+				m.Name = CanonicalModuleName(f.name)
 			}
-			m := &Module{Name: name, Path: parts[3], Depends: deps}
-			if wanted[name] {
+			m.Path = parts[3]
+			if selects(wanted, prefixes, m) {
 				m.Data = b
 			}
-			k.Modules[name] = m
+			k.Modules[m.Name] = m
 		}
 		return nil
 	})
@@ -272,7 +360,8 @@ func loadKernel(ctx context.Context, walk walker, want []string) (*Kernel, error
 			return nil, fmt.Errorf("module %s: bad path %q", m.Name, m.Path)
 		}
 	}
-	order, err := k.LoadOrder(want)
+	k.resolveSoftdeps()
+	order, err := k.LoadOrder(k.Selection(want))
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +403,34 @@ func loadKernel(ctx context.Context, walk walker, want []string) (*Kernel, error
 	return k, nil
 }
 
+// resolveSoftdeps turns every module's softdep pre: names (module names or
+// aliases such as "crc32c") into the modules of this kernel that serve them.
+func (k *Kernel) resolveSoftdeps() {
+	db := kmod.NewDB()
+	names := make([]string, 0, len(k.Modules))
+	for n, m := range k.Modules {
+		names = append(names, n)
+		db.Paths[n] = m.Path
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		for _, a := range k.Modules[n].Aliases {
+			db.Aliases = append(db.Aliases, kmod.Alias{Pattern: a, Module: n})
+		}
+	}
+	for _, n := range names {
+		m := k.Modules[n]
+		m.Softdeps = nil
+		for _, s := range m.softpre {
+			for _, r := range db.Resolve(s) {
+				if r != n && !slices.Contains(m.Softdeps, r) {
+					m.Softdeps = append(m.Softdeps, r)
+				}
+			}
+		}
+	}
+}
+
 // LoadOrder returns the modules named (and everything they depend on) in an
 // order where every module comes after its dependencies; ties are broken by
 // name so the order is stable. Names not present as modules are an error
@@ -347,6 +464,15 @@ func (k *Kernel) LoadOrder(names []string) ([]*Module, error) {
 		for _, d := range deps {
 			if err := visit(d, name); err != nil {
 				return err
+			}
+		}
+		// Soft dependencies come before too, but one that loops back or
+		// is missing is skipped: the module loads without it.
+		for _, d := range m.Softdeps {
+			if _, ok := k.Modules[d]; ok && state[d] == 0 {
+				if err := visit(d, name); err != nil {
+					return err
+				}
 			}
 		}
 		state[name] = 2

@@ -9,15 +9,23 @@ KERNEL_CACHE  ?= $(BUILD_DIR)/cache
 # kernel, see internal/osbuild/README.md) to skip the apt download.
 KERNEL_DEB    ?=
 KERNEL_DIR    ?=
+# BUSYBOX=path/to/static/busybox skips the busybox-static download;
+# FIRMWARE_DIR=dir ships firmware blobs as lib/firmware; AGENT_OS_FLAGS adds
+# more mkagentos flags (e.g. -extra-modules mlx4_en,qla2xxx -compress gzip).
+BUSYBOX       ?=
+FIRMWARE_DIR  ?=
+AGENT_OS_FLAGS ?=
 OSBUILD_GO    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
 KERNEL_SOURCE  = $(if $(KERNEL_DIR),-kernel-dir $(KERNEL_DIR),-kernel-deb $(or $(KERNEL_DEB),$$(internal/osbuild/kernel-deb.sh $(KERNEL_CACHE))))
 
 .PHONY: agent-os
-agent-os: ## Build build/agent-os/{vmlinuz,initramfs} (Debian kernel + static agent as /init), reproducibly.
+agent-os: ## Build build/agent-os/{vmlinuz,initramfs} (Debian kernel + modules, busybox-static, static agent as /init), reproducibly.
 	@mkdir -p $(BUILD_DIR)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BUILD_DIR)/agent ./agent
 	$(OSBUILD_GO) -o $(BUILD_DIR)/mkagentos ./internal/osbuild/cmd/mkagentos
-	$(BUILD_DIR)/mkagentos $(KERNEL_SOURCE) -init $(BUILD_DIR)/agent -out $(BUILD_DIR)/agent-os
+	$(BUILD_DIR)/mkagentos $(KERNEL_SOURCE) -init $(BUILD_DIR)/agent -out $(BUILD_DIR)/agent-os \
+		-busybox $(or $(BUSYBOX),$$(internal/osbuild/busybox-deb.sh $(KERNEL_CACHE))) \
+		$(if $(FIRMWARE_DIR),-firmware-dir $(FIRMWARE_DIR)) $(AGENT_OS_FLAGS)
 
 .PHONY: demo-image
 demo-image: ## Build build/images/demo-os.raw, the small OS the demo installs (BIOS and UEFI; prints hostname and user-data).

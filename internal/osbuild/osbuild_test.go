@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/rackform/terraform-provider-baremetal/internal/cpio"
 )
@@ -91,6 +92,16 @@ func readArchive(t *testing.T, b []byte) map[string]cpio.Entry {
 			t.Fatal(err)
 		}
 	}
+	if bytes.HasPrefix(b, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		zr, err := zstd.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		if b, err = io.ReadAll(zr); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out := map[string]cpio.Entry{}
 	r := cpio.NewReader(bytes.NewReader(b))
 	for {
@@ -106,7 +117,7 @@ func readArchive(t *testing.T, b []byte) map[string]cpio.Entry {
 }
 
 func TestInitramfsLayout(t *testing.T) {
-	for _, c := range []Compression{CompressNone, CompressGzip} {
+	for _, c := range []Compression{CompressNone, CompressGzip, CompressZstd} {
 		t.Run(string(c), func(t *testing.T) {
 			b, err := Initramfs{Init: []byte("ELF"), Kernel: fakeKernel(), Modules: []string{"virtio_net"}, Compression: c,
 				Files: map[string][]byte{"etc/agent-os-release": []byte("test\n")}}.Bytes(context.Background())

@@ -36,9 +36,11 @@ func run(ctx context.Context, args []string) error {
 	dir := fs.String("kernel-dir", "", "installed-kernel tree (boot/vmlinuz-V, lib/modules/V/...) instead of -kernel-deb")
 	initPath := fs.String("init", "", "static executable to install as /init (the agent)")
 	out := fs.String("out", "build/agent-os", "output directory")
-	modules := fs.String("modules", strings.Join(osbuild.VirtioModules, ","), "comma-separated modules to ship (dependencies are added)")
-	extra := fs.String("extra-modules", strings.Join(osbuild.ServerModules, ","), "more comma-separated modules (real-server NIC and storage drivers); empty for none")
-	compression := fs.String("compress", "gzip", "initramfs compression: gzip or none")
+	modules := fs.String("modules", strings.Join(osbuild.DefaultModules, ","), "comma-separated modules to ship: names, or paths under lib/modules/VERSION ending in / for every module below (dependencies are added)")
+	extra := fs.String("extra-modules", "", "more comma-separated modules or paths, added to -modules")
+	compression := fs.String("compress", "zstd", "initramfs compression: zstd, gzip or none")
+	busybox := fs.String("busybox", "", "static busybox binary (Debian busybox-static's bin/busybox) to install with its applet links; empty for no shell")
+	firmware := fs.String("firmware-dir", "", "directory copied into the initramfs's lib/firmware (firmware blobs, laid out as in linux-firmware)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +55,8 @@ func run(ctx context.Context, args []string) error {
 		OutDir:      *out,
 		Modules:     splitList(*modules, *extra),
 		Compression: osbuild.Compression(*compression),
+		BusyboxPath: *busybox,
+		FirmwareDir: *firmware,
 	})
 }
 

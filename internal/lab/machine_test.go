@@ -91,6 +91,11 @@ wait
 	// Reset: the old machine and its child go, a new one boots the disk.
 	call("set", "boot", "default")
 	call("set", "reset", "1")
+	// The script signals the old machine's process group; on a loaded
+	// machine the processes take a moment to go.
+	for deadline := time.Now().Add(5 * time.Second); (running(first) || running(pid)) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if running(first) || running(pid) {
 		t.Errorf("after reset: old machine alive %t, its child alive %t", running(pid), running(first))
 	}
@@ -102,6 +107,9 @@ wait
 	call("set", "power", "0")
 	if got := call("get", "power"); got != "power:0" {
 		t.Errorf("after power off: %q", got)
+	}
+	for deadline := time.Now().Add(5 * time.Second); running(second) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 	if running(second) {
 		t.Error("the machine's child survived power off")

@@ -164,7 +164,9 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 // WatchMachine streams the events of a machine's workflow (the current
 // one, or workflow_id), first those already logged, then new ones as they
 // are appended, until the workflow ends or the client goes away. Every
-// event carries a snapshot of the workflow.
+// event carries a snapshot of the workflow. With until_os_ready, a
+// provision that succeeded is followed further, until its installed OS
+// phones home (an "os_ready" event) or the machine is no longer on it.
 func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchMachineServer) error {
 	ctx := stream.Context()
 	wfID := req.GetWorkflowId()
@@ -176,10 +178,12 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 		wfID = m.WorkflowID
 	}
 	var after uint64
+	ready := false // an os_ready event was sent
 	for {
 		changed := a.st.Changed() // taken before reading, so no append is missed
 		var evs []store.Event
 		var w store.Workflow
+		current := true // wfID is still the machine's workflow
 		err := a.st.View(ctx, func(tx *store.Tx) error {
 			var err error
 			if w, err = tx.Workflow(wfID); err != nil {
@@ -187,6 +191,10 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 			}
 			if req.GetHardwareId() != "" && w.HardwareID != req.GetHardwareId() {
 				return fmt.Errorf("workflow %q belongs to hardware %q: %w", wfID, w.HardwareID, store.ErrNotFound)
+			}
+			if req.GetUntilOsReady() {
+				m, err := tx.Machine(w.HardwareID)
+				current = err == nil && m.WorkflowID == wfID
 			}
 			evs, err = tx.Events(wfID, after)
 			return err
@@ -199,8 +207,10 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 				return err
 			}
 			after = e.Seq
+			ready = ready || e.Type == store.EventOSReady
 		}
-		if store.Terminal(w.State) {
+		if store.Terminal(w.State) && (!req.GetUntilOsReady() || ready || !current ||
+			w.Kind != store.KindProvision || w.State != store.StateSucceeded) {
 			return nil
 		}
 		select {

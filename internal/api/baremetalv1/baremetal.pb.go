@@ -1768,6 +1768,10 @@ type Machine struct {
 	Workflow      *Workflow              `protobuf:"bytes,7,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	ProvisionedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the installed OS of the current workflow told provisiond it is up
+	// (cloud-init's phone_home to the metadata service's /phone-home); unset
+	// until then.
+	OsReadyAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=os_ready_at,json=osReadyAt,proto3" json:"os_ready_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1861,6 +1865,13 @@ func (x *Machine) GetProvisionedAt() *timestamppb.Timestamp {
 func (x *Machine) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Machine) GetOsReadyAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OsReadyAt
 	}
 	return nil
 }
@@ -2091,7 +2102,11 @@ type WatchMachineRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
 	// Only events of this workflow; empty: the machine's current workflow.
-	WorkflowId    string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	WorkflowId string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// Keep the stream open past a succeeded provision workflow until its
+	// installed OS phones home (an event of type "os_ready"), or the machine
+	// moves on to another workflow. A failed workflow still ends the stream.
+	UntilOsReady  bool `protobuf:"varint,3,opt,name=until_os_ready,json=untilOsReady,proto3" json:"until_os_ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2138,6 +2153,13 @@ func (x *WatchMachineRequest) GetWorkflowId() string {
 		return x.WorkflowId
 	}
 	return ""
+}
+
+func (x *WatchMachineRequest) GetUntilOsReady() bool {
+	if x != nil {
+		return x.UntilOsReady
+	}
+	return false
 }
 
 type DeprovisionMachineRequest struct {
@@ -2200,7 +2222,8 @@ type Event struct {
 	Time       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	WorkflowId string                 `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
 	HardwareId string                 `protobuf:"bytes,4,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
-	// "state", "action", "log", "power", "operator".
+	// "state", "action", "log", "power", "operator", "os_ready" (the
+	// installed OS phoned home; message says from where and as what host).
 	Type    string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
 	State   State  `protobuf:"varint,6,opt,name=state,proto3,enum=baremetal.v1.State" json:"state,omitempty"`
 	Task    string `protobuf:"bytes,7,opt,name=task,proto3" json:"task,omitempty"`
@@ -3292,7 +3315,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x04wipe\x18\f \x01(\tR\x04wipe\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x04\n" +
 	"\aMachine\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3307,7 +3330,9 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\bworkflow\x18\a \x01(\v2\x16.baremetal.v1.WorkflowR\bworkflow\x12A\n" +
 	"\x0eprovisioned_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x129\n" +
 	"\n" +
-	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x1a=\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12:\n" +
+	"\vos_ready_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tosReadyAt\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf8\x03\n" +
@@ -3334,12 +3359,13 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"hardwareId\"\x15\n" +
 	"\x13ListMachinesRequest\"I\n" +
 	"\x14ListMachinesResponse\x121\n" +
-	"\bmachines\x18\x01 \x03(\v2\x15.baremetal.v1.MachineR\bmachines\"W\n" +
+	"\bmachines\x18\x01 \x03(\v2\x15.baremetal.v1.MachineR\bmachines\"}\n" +
 	"\x13WatchMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
-	"workflowId\"P\n" +
+	"workflowId\x12$\n" +
+	"\x0euntil_os_ready\x18\x03 \x01(\bR\funtilOsReady\"P\n" +
 	"\x19DeprovisionMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x12\n" +
@@ -3605,72 +3631,73 @@ var file_baremetalv1_baremetal_proto_depIdxs = []int32{
 	28, // 30: baremetal.v1.Machine.workflow:type_name -> baremetal.v1.Workflow
 	58, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
 	58, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
-	55, // 33: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	56, // 34: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
-	29, // 35: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
-	58, // 36: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 37: baremetal.v1.Event.state:type_name -> baremetal.v1.State
-	28, // 38: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
-	3,  // 39: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
-	0,  // 40: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
-	58, // 41: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
-	4,  // 42: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
-	57, // 43: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
-	42, // 44: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
-	2,  // 45: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
-	58, // 46: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
-	58, // 47: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 48: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
-	10, // 49: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
-	11, // 50: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
-	13, // 51: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
-	14, // 52: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
-	18, // 53: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
-	19, // 54: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
-	20, // 55: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
-	22, // 56: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
-	23, // 57: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
-	25, // 58: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
-	30, // 59: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
-	31, // 60: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
-	32, // 61: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
-	34, // 62: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
-	35, // 63: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
-	37, // 64: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
-	38, // 65: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
-	40, // 66: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
-	43, // 67: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
-	45, // 68: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
-	47, // 69: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
-	49, // 70: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
-	8,  // 71: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
-	8,  // 72: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
-	12, // 73: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
-	8,  // 74: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
-	15, // 75: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
-	17, // 76: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
-	17, // 77: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
-	21, // 78: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
-	17, // 79: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
-	24, // 80: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
-	26, // 81: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
-	29, // 82: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
-	29, // 83: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
-	33, // 84: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
-	36, // 85: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
-	29, // 86: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
-	39, // 87: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
-	39, // 88: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
-	41, // 89: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
-	44, // 90: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
-	46, // 91: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
-	48, // 92: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
-	50, // 93: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
-	71, // [71:94] is the sub-list for method output_type
-	48, // [48:71] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	58, // 33: baremetal.v1.Machine.os_ready_at:type_name -> google.protobuf.Timestamp
+	55, // 34: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
+	56, // 35: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	29, // 36: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
+	58, // 37: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 38: baremetal.v1.Event.state:type_name -> baremetal.v1.State
+	28, // 39: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
+	3,  // 40: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
+	0,  // 41: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
+	58, // 42: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
+	4,  // 43: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
+	57, // 44: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
+	42, // 45: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
+	2,  // 46: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
+	58, // 47: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
+	58, // 48: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 49: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
+	10, // 50: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
+	11, // 51: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
+	13, // 52: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
+	14, // 53: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
+	18, // 54: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
+	19, // 55: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
+	20, // 56: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
+	22, // 57: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
+	23, // 58: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
+	25, // 59: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
+	30, // 60: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
+	31, // 61: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
+	32, // 62: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
+	34, // 63: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
+	35, // 64: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
+	37, // 65: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
+	38, // 66: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
+	40, // 67: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
+	43, // 68: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
+	45, // 69: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
+	47, // 70: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
+	49, // 71: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
+	8,  // 72: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
+	8,  // 73: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
+	12, // 74: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
+	8,  // 75: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
+	15, // 76: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
+	17, // 77: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
+	17, // 78: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
+	21, // 79: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
+	17, // 80: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
+	24, // 81: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
+	26, // 82: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
+	29, // 83: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
+	29, // 84: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
+	33, // 85: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
+	36, // 86: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
+	29, // 87: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
+	39, // 88: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
+	39, // 89: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
+	41, // 90: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
+	44, // 91: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
+	46, // 92: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
+	48, // 93: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
+	50, // 94: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
+	72, // [72:95] is the sub-list for method output_type
+	49, // [49:72] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_baremetalv1_baremetal_proto_init() }

@@ -31,6 +31,7 @@ type machineDataModel struct {
 	IP            types.String `tfsdk:"ip"`
 	WorkflowID    types.String `tfsdk:"workflow_id"`
 	ProvisionedAt types.String `tfsdk:"provisioned_at"`
+	OSReadyAt     types.String `tfsdk:"os_ready_at"`
 	Error         types.String `tfsdk:"error"`
 	OutputTail    types.String `tfsdk:"output_tail"`
 }
@@ -56,6 +57,7 @@ func (d *machineDataSource) Schema(_ context.Context, _ datasource.SchemaRequest
 			"ip":             c("IPv4 address of the boot interface."),
 			"workflow_id":    c("Id of the machine's current workflow."),
 			"provisioned_at": c("When the installation finished (RFC 3339)."),
+			"os_ready_at":    c("When the installed OS phoned home to provisiond (RFC 3339), null until it did."),
 			"error":          c("Why the last workflow failed, if it did."),
 			"output_tail":    c("Last output lines of the failed action, if any."),
 		},
@@ -98,7 +100,7 @@ func (d *machineDataSource) Read(ctx context.Context, req datasource.ReadRequest
 	out := machineDataModel{
 		HardwareID: m.HardwareID, TemplateID: m.TemplateID, Parameters: m.Parameters, SSHKeys: m.SSHKeys,
 		Wipe: m.Wipe, Power: strOrNull(powerName(hw.GetPower())), State: m.State, IP: m.IP, WorkflowID: m.WorkflowID,
-		ProvisionedAt: m.ProvisionedAt, Error: m.Error, OutputTail: m.OutputTail,
+		ProvisionedAt: m.ProvisionedAt, OSReadyAt: m.OSReadyAt, Error: m.Error, OutputTail: m.OutputTail,
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, out)...)
 }

@@ -47,6 +47,15 @@ const (
 	defaultDeleteTimeout = 30 * time.Minute
 )
 
+// Values of wait_for.
+const (
+	waitInstalled = "installed"
+	waitOSReady   = "os_ready"
+	// phoneHomePath is provisiond's phone-home path: user data or a
+	// template that mentions it sets the installed OS up to call it.
+	phoneHomePath = "/phone-home"
+)
+
 // machineResource installs an operating system on hardware and wipes it
 // on destroy.
 type machineResource struct {
@@ -54,6 +63,9 @@ type machineResource struct {
 	// retryWait is the pause before following a workflow again after the
 	// stream broke; tests shorten it.
 	retryWait time.Duration
+	// progressEvery is how often a wait for the installed OS logs that it
+	// still waits (0: 30 s).
+	progressEvery time.Duration
 }
 
 // NewMachineResource returns the baremetal_machine resource.
@@ -76,6 +88,8 @@ type machineModel struct {
 	IP                types.String   `tfsdk:"ip"`
 	WorkflowID        types.String   `tfsdk:"workflow_id"`
 	ProvisionedAt     types.String   `tfsdk:"provisioned_at"`
+	WaitFor           types.String   `tfsdk:"wait_for"`
+	OSReadyAt         types.String   `tfsdk:"os_ready_at"`
 	Error             types.String   `tfsdk:"error"`
 	OutputTail        types.String   `tfsdk:"output_tail"`
 }
@@ -185,6 +199,18 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Computed:      true,
 				PlanModifiers: keep,
 			},
+			"wait_for": schema.StringAttribute{
+				Description: "What create waits for: `installed` (the workflow succeeded: the server was reset into its disk, or the agent started the installed kernel by kexec) or `os_ready` (then also until the installed OS phoned home to provisiond's `POST /phone-home`, e.g. with cloud-init's `phone_home` module). " +
+					"Unset: `os_ready` when the machine's user data or the template's content mention provisiond's phone-home path `/phone-home` (they set the OS up to call it), else `installed`. " +
+					"`timeouts.create` bounds the whole wait. Changes apply in place and only affect waiting.",
+				Optional:   true,
+				Validators: []validator.String{stringvalidator.OneOf(waitInstalled, waitOSReady)},
+			},
+			"os_ready_at": schema.StringAttribute{
+				Description:   "When the installed OS phoned home to provisiond (RFC 3339), null until it did.",
+				Computed:      true,
+				PlanModifiers: keep,
+			},
 			"error": schema.StringAttribute{
 				Description:   "Why the last workflow failed, null when it did not.",
 				Computed:      true,
@@ -270,6 +296,10 @@ func fillComputed(m *machineModel, pm *pb.Machine, hw *pb.Hardware) {
 	m.ProvisionedAt = types.StringNull()
 	if pm.GetProvisionedAt() != nil {
 		m.ProvisionedAt = types.StringValue(pm.GetProvisionedAt().AsTime().UTC().Format(time.RFC3339))
+	}
+	m.OSReadyAt = types.StringNull()
+	if pm.GetOsReadyAt() != nil {
+		m.OSReadyAt = types.StringValue(pm.GetOsReadyAt().AsTime().UTC().Format(time.RFC3339))
 	}
 	m.Error, m.OutputTail = types.StringNull(), types.StringNull()
 	if a := failedAction(w); a != nil {
@@ -368,12 +398,31 @@ func failureDetail(what string, w *pb.Workflow) string {
 // the workflow ends, and returns its final snapshot. A broken stream (a
 // provisiond restart) is followed again until ctx ends.
 // For a deprovision workflow, the machine being gone means it succeeded.
-func (r *machineResource) follow(ctx context.Context, hardwareID, workflowID string, deprovision bool) (*pb.Workflow, error) {
+// With untilReady, a provision that succeeded is followed further, until
+// its installed OS phones home (an "os_ready" event, or os_ready_at on the
+// machine); ready says whether it did.
+func (r *machineResource) follow(ctx context.Context, hardwareID, workflowID string, deprovision, untilReady bool) (w *pb.Workflow, ready bool, err error) {
 	var lastSeq uint64
 	var last *pb.Workflow
 	lastState := pb.State_STATE_UNSPECIFIED
+	// done: nothing more to wait for.
+	done := func(w *pb.Workflow) bool {
+		return terminal(w.GetState()) && (!untilReady || ready || w.GetState() != pb.State_STATE_SUCCEEDED)
+	}
+	stopProgress := func() {}
+	defer func() { stopProgress() }()
+	waiting := false
+	waitOS := func(w *pb.Workflow) {
+		if waiting || !untilReady || ready || w.GetState() != pb.State_STATE_SUCCEEDED {
+			return
+		}
+		waiting = true
+		fields := map[string]any{"workflow_id": workflowID, "hardware_id": hardwareID}
+		tflog.Info(ctx, "installed: waiting for the installed OS to phone home (wait_for = \"os_ready\")", fields)
+		stopProgress = progress(ctx, r.progressEvery, "still waiting for the installed OS to phone home", fields)
+	}
 	for {
-		stream, err := r.client.WatchMachine(ctx, &pb.WatchMachineRequest{HardwareId: hardwareID, WorkflowId: workflowID})
+		stream, err := r.client.WatchMachine(ctx, &pb.WatchMachineRequest{HardwareId: hardwareID, WorkflowId: workflowID, UntilOsReady: untilReady})
 		for err == nil {
 			var ev *pb.Event
 			ev, err = stream.Recv()
@@ -385,45 +434,91 @@ func (r *machineResource) follow(ctx context.Context, hardwareID, workflowID str
 			}
 			lastSeq = ev.GetSeq()
 			logEvent(ctx, ev)
+			if ev.GetType() == eventOSReady {
+				ready = true
+			}
 			if w := ev.GetWorkflow(); w != nil {
 				last = w
 				if w.GetState() != lastState {
 					lastState = w.GetState()
 					tflog.Info(ctx, "workflow "+stateName(lastState), map[string]any{"workflow_id": w.GetId(), "hardware_id": hardwareID})
 				}
-				if terminal(w.GetState()) {
-					return w, nil
+				if done(w) {
+					return w, ready, nil
 				}
+				waitOS(w)
 			}
 		}
 		if ctx.Err() != nil {
-			return last, ctx.Err()
+			return last, ready, ctx.Err()
 		}
 		if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable && (!deprovision || !isNotFound(err)) {
-			return last, fmt.Errorf("watch workflow %s: %w", workflowID, err)
+			return last, ready, fmt.Errorf("watch workflow %s: %w", workflowID, err)
 		}
 		// The stream ended or broke: ask where the workflow is.
 		m, gerr := r.client.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: hardwareID})
 		switch {
 		case gerr == nil && m.GetWorkflow().GetId() == workflowID && terminal(m.GetWorkflow().GetState()):
-			return m.GetWorkflow(), nil
+			ready = ready || m.GetOsReadyAt() != nil
+			if done(m.GetWorkflow()) {
+				return m.GetWorkflow(), ready, nil
+			}
+			// A provisiond without until_os_ready ends the stream here:
+			// this then polls every retryWait.
+			last = m.GetWorkflow()
+			waitOS(last)
+		case gerr == nil && untilReady && m.GetWorkflow().GetId() != workflowID:
+			return last, ready, fmt.Errorf("machine %s moved on to workflow %s while Terraform waited for the OS installed by workflow %s to phone home", hardwareID, m.GetWorkflow().GetId(), workflowID)
 		case isNotFound(gerr) && deprovision:
 			// The machine is gone: the deprovision workflow finished.
 			if last == nil {
 				last = &pb.Workflow{Id: workflowID, HardwareId: hardwareID, Kind: pb.WorkflowKind_WORKFLOW_KIND_DEPROVISION}
 			}
 			last.State = pb.State_STATE_SUCCEEDED
-			return last, nil
+			return last, ready, nil
 		case gerr != nil && status.Code(gerr) != codes.Unavailable:
-			return last, fmt.Errorf("get machine %s: %w", hardwareID, gerr)
+			return last, ready, fmt.Errorf("get machine %s: %w", hardwareID, gerr)
 		}
 		tflog.Debug(ctx, "workflow stream ended early: following again", map[string]any{"workflow_id": workflowID, "error": fmt.Sprint(err)})
 		select {
 		case <-ctx.Done():
-			return last, ctx.Err()
+			return last, ready, ctx.Err()
 		case <-time.After(r.retryWait):
 		}
 	}
+}
+
+// eventOSReady is the type of the event provisiond logs when the installed
+// OS phones home.
+const eventOSReady = "os_ready"
+
+// progress logs msg every interval, with the time waited, until stop is
+// called or ctx ends.
+func progress(ctx context.Context, every time.Duration, msg string, fields map[string]any) (stop func()) {
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	stopped := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		start := time.Now()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-stopped:
+				return
+			case <-t.C:
+				f := maps.Clone(fields)
+				f["waited"] = time.Since(start).Round(time.Second).String()
+				tflog.Info(ctx, msg, f)
+			}
+		}
+	}()
+	return func() { close(stopped); <-finished }
 }
 
 func logEvent(ctx context.Context, ev *pb.Event) {
@@ -509,6 +604,8 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 		return
 	}
 	ctx = tflog.SetField(ctx, "hardware_id", preq.HardwareId)
+	waitReady, why := r.waitForOS(wctx, plan.WaitFor, preq)
+	tflog.Info(ctx, "create waits for "+map[bool]string{false: waitInstalled, true: waitOSReady}[waitReady], map[string]any{"reason": why})
 	pm, err := r.client.ProvisionMachine(wctx, preq)
 	if err != nil {
 		addAPIError(&resp.Diagnostics, r.client, "Cannot start provisioning hardware "+preq.HardwareId, err)
@@ -526,7 +623,7 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
 
-	w, werr := r.follow(wctx, preq.HardwareId, wfID, false)
+	w, ready, werr := r.follow(wctx, preq.HardwareId, wfID, false, waitReady)
 
 	rctx, rcancel := detached(ctx)
 	defer rcancel()
@@ -541,7 +638,11 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 			fillComputed(&plan, &pb.Machine{HardwareId: preq.HardwareId, Workflow: w}, nil)
 		}
 	}
+	installed := w.GetId() == wfID && w.GetState() == pb.State_STATE_SUCCEEDED
 	switch {
+	case werr != nil && errors.Is(werr, context.DeadlineExceeded) && installed && waitReady && !ready:
+		resp.Diagnostics.AddError("Hardware "+preq.HardwareId+" installed, but its OS never phoned home",
+			neverPhonedHome(preq.HardwareId, plan.IP.ValueString(), w, timeout, why))
 	case werr != nil && errors.Is(werr, context.DeadlineExceeded):
 		resp.Diagnostics.AddError("Timed out provisioning hardware "+preq.HardwareId,
 			fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at the workflow's events with `provisiond ctl events %s`.",
@@ -555,7 +656,7 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 		resp.Diagnostics.AddError("Provisioning of hardware "+preq.HardwareId+" failed",
 			failureDetail("provision", w)+"\n\nThe machine stays in Terraform state as tainted: fix the cause and apply again to reinstall it.")
 	default:
-		tflog.Info(ctx, "machine provisioned", map[string]any{"workflow_id": wfID})
+		tflog.Info(ctx, "machine provisioned", map[string]any{"workflow_id": wfID, "os_ready": ready})
 		plan.Power = observed
 		r.applyPower(ctx, wctx, &plan, &resp.Diagnostics, want)
 		if !want.IsNull() && !want.IsUnknown() {
@@ -563,6 +664,50 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 		}
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+// waitForOS decides whether create waits for the installed OS to phone
+// home, and says why: wait_for when set, else whether the user data or the
+// template's content mention provisiond's phone-home path (they set the
+// OS up to call it). A template that cannot be read counts as not
+// mentioning it: the provision call reports that error.
+func (r *machineResource) waitForOS(ctx context.Context, waitFor types.String, preq *pb.ProvisionMachineRequest) (bool, string) {
+	if !waitFor.IsNull() && !waitFor.IsUnknown() {
+		return waitFor.ValueString() == waitOSReady, "wait_for = \"" + waitFor.ValueString() + "\""
+	}
+	if strings.Contains(preq.GetUserData(), phoneHomePath) {
+		return true, "wait_for is unset and the user data mentions " + phoneHomePath
+	}
+	tpl, err := r.client.GetTemplate(ctx, &pb.GetTemplateRequest{Id: preq.GetTemplateId()})
+	if err != nil {
+		tflog.Warn(ctx, "cannot read the template to choose what to wait for: waiting until installed", map[string]any{"error": err.Error()})
+		return false, "wait_for is unset and the template could not be read"
+	}
+	if strings.Contains(tpl.GetContent(), phoneHomePath) {
+		return true, "wait_for is unset and template " + tpl.GetName() + " mentions " + phoneHomePath
+	}
+	return false, "wait_for is unset and neither the user data nor the template mention " + phoneHomePath
+}
+
+// neverPhonedHome explains a create that timed out waiting for the
+// installed OS: the install itself succeeded.
+func neverPhonedHome(hwID, ip string, w *pb.Workflow, timeout time.Duration, why string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "The provision workflow %s succeeded", w.GetId())
+	if w.GetFinishedAt() != nil {
+		fmt.Fprintf(&b, " at %s", w.GetFinishedAt().AsTime().UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(&b, " (the server was switched to its disk), but the installed OS did not phone home to provisiond within timeouts.create (%s). Terraform waited for it because %s.\n\n", timeout, why)
+	b.WriteString("What to check:\n")
+	b.WriteString("- cloud-init's phone_home in the user data or the image: `phone_home: {url: \"http://PROVISIOND:PORT/phone-home\", post: [instance_id, hostname], tries: 10}`, with the address and port machines reach provisiond's HTTP service at (--public-ip, --http-listen), and the module in cloud_final_modules;\n")
+	from := "its address in the hardware record"
+	if ip != "" {
+		from = ip + " (its address in the hardware record)"
+	}
+	fmt.Fprintf(&b, "- the server's network: it must reach provisiond from %s, as provisiond accepts a phone-home only from the machine's own address (provisiond's log says \"phone-home refused\" with the reason when a call came but was refused);\n", from)
+	b.WriteString("- the server's console (BMC serial-over-LAN or KVM), and on the server `cloud-init status --long` and /var/log/cloud-init.log: did the OS boot, did cloud-init run?\n\n")
+	fmt.Fprintf(&b, "Set wait_for = \"installed\" to return once the install succeeded without waiting for the OS. The machine stays in Terraform state as tainted: the next apply reinstalls it (`terraform untaint baremetal_machine.NAME` keeps the install as it is; hardware %s).", hwID)
+	return b.String()
 }
 
 // applyPower sets the power state when want is configured and differs
@@ -697,7 +842,7 @@ func (r *machineResource) Delete(ctx context.Context, req resource.DeleteRequest
 	}
 	wfID := pm.GetWorkflow().GetId()
 	tflog.Info(ctx, "deprovision workflow started", map[string]any{"workflow_id": wfID, "wipe": state.Wipe.ValueString(), "timeout": timeout.String()})
-	w, err := r.follow(wctx, id, wfID, true)
+	w, _, err := r.follow(wctx, id, wfID, true, false)
 	switch {
 	case err != nil && errors.Is(err, context.DeadlineExceeded):
 		resp.Diagnostics.AddError("Timed out deprovisioning machine "+id,

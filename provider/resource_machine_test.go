@@ -42,6 +42,9 @@ type simBMC struct {
 	power  map[string]string
 	boot   map[string]string
 	agents sync.WaitGroup
+	// osBoot, when set, is the installed OS of one boot from disk (power
+	// on or reset with boot device disk), run in its own goroutine.
+	osBoot func(ctx context.Context, hw store.Hardware)
 }
 
 func newSimBMC(t *testing.T) *simBMC {
@@ -70,6 +73,10 @@ func (b *simBMC) SetPower(_ context.Context, hw store.Hardware, action string) e
 		if (was != "on" || action != "on") && b.boot[hw.ID] == "pxe" {
 			b.agents.Add(1)
 			go b.runAgent(hw.ID)
+		}
+		if (was != "on" || action != "on") && b.boot[hw.ID] == "disk" && b.osBoot != nil {
+			b.agents.Add(1)
+			go func() { defer b.agents.Done(); b.osBoot(b.ctx, hw) }()
 		}
 	case "off", "soft":
 		b.power[hw.ID] = "off"

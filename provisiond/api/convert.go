@@ -241,6 +241,7 @@ func MachineToPB(m store.Machine, w *store.Workflow) *pb.Machine {
 	out := &pb.Machine{
 		HardwareId: m.HardwareID, TemplateId: m.TemplateID, Parameters: withoutKeys(m.Parameters, m.SensitiveKeys), UserData: m.UserData,
 		SshKeys: m.SSHKeys, Wipe: m.Wipe, ProvisionedAt: ts(m.ProvisionedAt), CreatedAt: ts(m.CreatedAt),
+		OsReadyAt: ts(m.OSReadyAt),
 	}
 	if w != nil {
 		out.Workflow = WorkflowToPB(*w)

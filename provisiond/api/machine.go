@@ -183,8 +183,10 @@ func (a *Admin) ListWorkflows(ctx context.Context, req *pb.ListWorkflowsRequest)
 // WatchMachine streams the events of a machine's workflow (the current
 // one, or workflow_id), first those already logged, then new ones as they
 // are appended, until the workflow ends or the client goes away (with
-// no_follow: once the logged ones are sent). Every
-// event carries a snapshot of the workflow.
+// no_follow: once the logged ones are sent). Every event carries a
+// snapshot of the workflow. With until_os_ready, a provision that
+// succeeded is followed further, until its installed OS phones home (an
+// "os_ready" event) or the machine is no longer on it.
 func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchMachineServer) error {
 	ctx := stream.Context()
 	wfID := req.GetWorkflowId()
@@ -196,10 +198,12 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 		wfID = m.WorkflowID
 	}
 	var after uint64
+	ready := false // an os_ready event was sent
 	for {
 		changed := a.st.Changed() // taken before reading, so no append is missed
 		var evs []store.Event
 		var w store.Workflow
+		current := true // wfID is still the machine's workflow
 		err := a.st.View(ctx, func(tx *store.Tx) error {
 			var err error
 			if w, err = tx.Workflow(wfID); err != nil {
@@ -207,6 +211,10 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 			}
 			if req.GetHardwareId() != "" && w.HardwareID != req.GetHardwareId() {
 				return fmt.Errorf("workflow %q belongs to hardware %q: %w", wfID, w.HardwareID, store.ErrNotFound)
+			}
+			if req.GetUntilOsReady() {
+				m, err := tx.Machine(w.HardwareID)
+				current = err == nil && m.WorkflowID == wfID
 			}
 			evs, err = tx.Events(wfID, after)
 			return err
@@ -219,8 +227,10 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 				return err
 			}
 			after = e.Seq
+			ready = ready || e.Type == store.EventOSReady
 		}
-		if store.Terminal(w.State) || req.GetNoFollow() {
+		if req.GetNoFollow() || (store.Terminal(w.State) && (!req.GetUntilOsReady() || ready || !current ||
+			w.Kind != store.KindProvision || w.State != store.StateSucceeded)) {
 			return nil
 		}
 		select {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,6 +102,93 @@ func TestRealCloudInit(t *testing.T) {
 				t.Errorf("cloud-init %s: instance-id %v, want hw-a", got.Version, got.InstanceID)
 			}
 			t.Logf("cloud-init %s %s: %s", got.Version, tc.mode, out)
+		})
+	}
+}
+
+// TestRealCloudInitPhoneHome runs Debian's cloud-init phone_home module
+// (22.4) with the configuration the README gives, URL with $INSTANCE_ID
+// included, against the service: its POST from the machine's address is
+// recorded once with the host name it sent; with an instance id that is
+// not the machine's, cloud-init's POST is refused and nothing recorded.
+func TestRealCloudInitPhoneHome(t *testing.T) {
+	py := "/usr/bin/python3"
+	if _, err := exec.LookPath(py); err != nil {
+		if py, err = exec.LookPath("python3"); err != nil {
+			t.Skip("python3 not installed")
+		}
+	}
+	if err := exec.Command(py, "-c", "import cloudinit.config.cc_phone_home").Run(); err != nil {
+		t.Skip("cloud-init not installed (apt-get install --no-install-recommends cloud-init)")
+	}
+	for name, tc := range map[string]struct {
+		instanceID string
+		wantOK     bool
+	}{
+		"own instance id":   {"hw-a", true},
+		"other instance id": {"i-0123456789", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, Options{TokenOptional: true})
+			err := f.st.Update(context.Background(), func(tx *store.Tx) error {
+				h, err := tx.Hardware("hw-a")
+				if err != nil {
+					return err
+				}
+				h.Interfaces[0].IP = "127.0.0.1/8" // cloud-init's client cannot choose its source address
+				if err := tx.UpdateHardware(h); err != nil {
+					return err
+				}
+				return tx.PutWorkflow(store.Workflow{ID: "wf-1", HardwareID: "hw-a", TemplateID: "tpl", Kind: store.KindProvision, State: store.StateSucceeded})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: f.mux, ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = srv.Serve(lis) }() // ends with Close below; its error is ErrServerClosed
+			defer func() { _ = srv.Close() }()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, py, "testdata/cloudinit_phone_home.py", "http://"+lis.Addr().String(), tc.instanceID, "web-1").Output()
+			if err != nil {
+				stderr := ""
+				if ee, ok := err.(*exec.ExitError); ok {
+					stderr = string(ee.Stderr)
+				}
+				t.Fatalf("cloud-init: %v\n%s", err, stderr)
+			}
+			var got struct {
+				OK bool `json:"ok"`
+			}
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("cloud-init output %q: %v", out, err)
+			}
+			if got.OK != tc.wantOK {
+				t.Errorf("cloud-init's POST succeeded: %t, want %t", got.OK, tc.wantOK)
+			}
+			var m store.Machine
+			var evs []store.Event
+			err = f.st.View(context.Background(), func(tx *store.Tx) error {
+				if m, err = tx.Machine("hw-a"); err != nil {
+					return err
+				}
+				evs, err = tx.Events("wf-1", 0)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if recorded := !m.OSReadyAt.IsZero(); recorded != tc.wantOK || len(evs) != map[bool]int{true: 1, false: 0}[tc.wantOK] {
+				t.Fatalf("OSReadyAt %v, %d events; want recorded %t", m.OSReadyAt, len(evs), tc.wantOK)
+			}
+			if tc.wantOK && (evs[0].Type != store.EventOSReady || !strings.Contains(evs[0].Message, "hostname web-1, fqdn web-1.example")) {
+				t.Errorf("event %+v: want os_ready with the host names cloud-init posted", evs[0])
+			}
 		})
 	}
 }

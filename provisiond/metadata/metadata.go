@@ -19,6 +19,10 @@
 // vendor-data, /metadata, the OpenStack user_data and vendor_data.json and
 // the NoCloud user-data and vendor-data) are refused with 401 without one;
 // the meta-data tree stays readable. See README.md for the threat model.
+//
+// POST /phone-home is the one write: the installed OS (cloud-init's
+// phone_home module) says it is up, recorded on the caller's machine; see
+// servePhoneHome.
 package metadata
 
 import (
@@ -79,6 +83,7 @@ type Server struct {
 	now     func() time.Time
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	phone   *prometheus.CounterVec
 }
 
 // New returns a metadata server reading from st. It does no I/O; metrics are
@@ -101,6 +106,13 @@ func New(st *store.Store, log *slog.Logger, reg prometheus.Registerer, opts Opti
 			Help:    "Time to answer a metadata request, by path class.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .5},
 		}, []string{"class"}),
+		phone: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "provisiond", Subsystem: "metadata", Name: "phone_home_total",
+			Help: "Phone-home calls of installed OSes from known machines, by result (ready, repeat, not_yet, refused, bad_body).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{phoneReady, phoneRepeat, phoneNotReady, phoneRefused, phoneBad} {
+		s.phone.WithLabelValues(r)
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -111,7 +123,7 @@ func New(st *store.Store, log *slog.Logger, reg prometheus.Registerer, opts Opti
 		_, _ = rand.Read(s.key) // crypto/rand.Read never fails
 	}
 	if reg != nil {
-		reg.MustRegister(s.reqs, s.latency)
+		reg.MustRegister(s.reqs, s.latency, s.phone)
 	}
 	return s
 }
@@ -125,6 +137,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET /metadata", s.wrap(func(string) string { return "json" }, s.serveJSON))
 	mux.Handle("GET /openstack/", s.wrap(func(string) string { return "openstack" }, s.serveOpenStack))
 	mux.Handle("GET /nocloud/", s.wrap(func(string) string { return "nocloud" }, s.serveNoCloud))
+	phone := s.wrap(func(string) string { return "phone-home" }, s.servePhoneHome)
+	mux.Handle("POST /phone-home", phone)
+	mux.Handle("POST /phone-home/{instance_id}", phone)
 }
 
 // ParseTrustedProxies turns "10.0.0.0/8" and bare addresses ("10.0.0.1")

@@ -72,7 +72,11 @@ type Machine struct {
 	Wipe          string    `json:"wipe,omitempty"`
 	WorkflowID    string    `json:"workflow_id,omitempty"`
 	ProvisionedAt time.Time `json:"provisioned_at,omitzero"`
-	CreatedAt     time.Time `json:"created_at,omitzero"`
+	// OSReadyAt is when the installed OS of the current workflow phoned
+	// home (the metadata service's POST /phone-home); zero until it did.
+	// A reinstall clears it.
+	OSReadyAt time.Time `json:"os_ready_at,omitzero"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
 }
 
 // Workflow kinds.
@@ -169,13 +173,18 @@ type Lease struct {
 	Expires    time.Time `json:"expires"`
 }
 
+// EventOSReady is the type of the event logged when the installed OS of a
+// provision workflow phones home.
+const EventOSReady = "os_ready"
+
 // Event is an entry of the append-only event log.
 type Event struct {
 	Seq        uint64    `json:"seq"`
 	Time       time.Time `json:"time"`
 	WorkflowID string    `json:"workflow_id,omitempty"`
 	HardwareID string    `json:"hardware_id,omitempty"`
-	// Type is "state", "action", "log", "power" or "operator".
+	// Type is "state", "action", "log", "power", "operator" or "os_ready"
+	// (the installed OS phoned home).
 	Type    string `json:"type"`
 	State   string `json:"state,omitempty"`
 	Task    string `json:"task,omitempty"`

@@ -334,7 +334,7 @@ func (e *Engine) provisionOnce(ctx context.Context, m *store.Machine) (store.Wor
 			State: store.StatePending, Parameters: m.Parameters, SensitiveKeys: m.SensitiveKeys, GlobalTimeout: rendered.GlobalTimeout,
 			Actions: actionsOf(rendered), CreatedAt: now,
 		}
-		m.WorkflowID, m.CreatedAt, m.ProvisionedAt = w.ID, now, time.Time{}
+		m.WorkflowID, m.CreatedAt, m.ProvisionedAt, m.OSReadyAt = w.ID, now, time.Time{}, time.Time{}
 		if err := tx.PutWorkflow(w); err != nil {
 			return err
 		}

@@ -15,6 +15,12 @@ resource "baremetal_machine" "web1" {
   wipe  = "quick"
   power = "on"
 
+  # Wait until the installed OS phones home (cloud-init's phone_home to
+  # http://PROVISIOND:8080/phone-home/$INSTANCE_ID in cloud-init.yaml), not
+  # only until the install succeeded. Unset: "os_ready" when the user data
+  # or the template mention /phone-home, else "installed".
+  wait_for = "os_ready"
+
   timeouts {
     create = "45m"
     delete = "20m"

@@ -1768,6 +1768,10 @@ type Machine struct {
 	Workflow      *Workflow              `protobuf:"bytes,7,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	ProvisionedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=provisioned_at,json=provisionedAt,proto3" json:"provisioned_at,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When the installed OS of the current workflow told provisiond it is up
+	// (cloud-init's phone_home to the metadata service's /phone-home); unset
+	// until then.
+	OsReadyAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=os_ready_at,json=osReadyAt,proto3" json:"os_ready_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1861,6 +1865,13 @@ func (x *Machine) GetProvisionedAt() *timestamppb.Timestamp {
 func (x *Machine) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Machine) GetOsReadyAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OsReadyAt
 	}
 	return nil
 }
@@ -2095,7 +2106,11 @@ type WatchMachineRequest struct {
 	WorkflowId string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
 	// Return once the events already logged are sent, rather than wait
 	// for the workflow to end.
-	NoFollow      bool `protobuf:"varint,3,opt,name=no_follow,json=noFollow,proto3" json:"no_follow,omitempty"`
+	NoFollow bool `protobuf:"varint,3,opt,name=no_follow,json=noFollow,proto3" json:"no_follow,omitempty"`
+	// Keep the stream open past a succeeded provision workflow until its
+	// installed OS phones home (an event of type "os_ready"), or the machine
+	// moves on to another workflow. A failed workflow still ends the stream.
+	UntilOsReady  bool `protobuf:"varint,4,opt,name=until_os_ready,json=untilOsReady,proto3" json:"until_os_ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2147,6 +2162,13 @@ func (x *WatchMachineRequest) GetWorkflowId() string {
 func (x *WatchMachineRequest) GetNoFollow() bool {
 	if x != nil {
 		return x.NoFollow
+	}
+	return false
+}
+
+func (x *WatchMachineRequest) GetUntilOsReady() bool {
+	if x != nil {
+		return x.UntilOsReady
 	}
 	return false
 }
@@ -2301,7 +2323,8 @@ type Event struct {
 	Time       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	WorkflowId string                 `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
 	HardwareId string                 `protobuf:"bytes,4,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
-	// "state", "action", "log", "power", "operator".
+	// "state", "action", "log", "power", "operator", "os_ready" (the
+	// installed OS phoned home; message says from where and as what host).
 	Type    string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
 	State   State  `protobuf:"varint,6,opt,name=state,proto3,enum=baremetal.v1.State" json:"state,omitempty"`
 	Task    string `protobuf:"bytes,7,opt,name=task,proto3" json:"task,omitempty"`
@@ -3393,7 +3416,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x04wipe\x18\f \x01(\tR\x04wipe\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x04\n" +
 	"\aMachine\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3408,7 +3431,9 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\bworkflow\x18\a \x01(\v2\x16.baremetal.v1.WorkflowR\bworkflow\x12A\n" +
 	"\x0eprovisioned_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionedAt\x129\n" +
 	"\n" +
-	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x1a=\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12:\n" +
+	"\vos_ready_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tosReadyAt\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf8\x03\n" +
@@ -3435,13 +3460,14 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"hardwareId\"\x15\n" +
 	"\x13ListMachinesRequest\"I\n" +
 	"\x14ListMachinesResponse\x121\n" +
-	"\bmachines\x18\x01 \x03(\v2\x15.baremetal.v1.MachineR\bmachines\"t\n" +
+	"\bmachines\x18\x01 \x03(\v2\x15.baremetal.v1.MachineR\bmachines\"\x9a\x01\n" +
 	"\x13WatchMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
 	"workflowId\x12\x1b\n" +
-	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"7\n" +
+	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\x12$\n" +
+	"\x0euntil_os_ready\x18\x04 \x01(\bR\funtilOsReady\"7\n" +
 	"\x14ListWorkflowsRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\"M\n" +
@@ -3715,75 +3741,76 @@ var file_baremetalv1_baremetal_proto_depIdxs = []int32{
 	28, // 30: baremetal.v1.Machine.workflow:type_name -> baremetal.v1.Workflow
 	60, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
 	60, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
-	57, // 33: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	58, // 34: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
-	29, // 35: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
-	28, // 36: baremetal.v1.ListWorkflowsResponse.workflows:type_name -> baremetal.v1.Workflow
-	60, // 37: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 38: baremetal.v1.Event.state:type_name -> baremetal.v1.State
-	28, // 39: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
-	3,  // 40: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
-	0,  // 41: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
-	60, // 42: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
-	4,  // 43: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
-	59, // 44: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
-	44, // 45: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
-	2,  // 46: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
-	60, // 47: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
-	60, // 48: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 49: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
-	10, // 50: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
-	11, // 51: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
-	13, // 52: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
-	14, // 53: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
-	18, // 54: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
-	19, // 55: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
-	20, // 56: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
-	22, // 57: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
-	23, // 58: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
-	25, // 59: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
-	30, // 60: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
-	31, // 61: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
-	32, // 62: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
-	34, // 63: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
-	35, // 64: baremetal.v1.Admin.ListWorkflows:input_type -> baremetal.v1.ListWorkflowsRequest
-	37, // 65: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
-	39, // 66: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
-	40, // 67: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
-	42, // 68: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
-	45, // 69: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
-	47, // 70: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
-	49, // 71: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
-	51, // 72: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
-	8,  // 73: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
-	8,  // 74: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
-	12, // 75: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
-	8,  // 76: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
-	15, // 77: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
-	17, // 78: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
-	17, // 79: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
-	21, // 80: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
-	17, // 81: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
-	24, // 82: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
-	26, // 83: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
-	29, // 84: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
-	29, // 85: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
-	33, // 86: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
-	38, // 87: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
-	36, // 88: baremetal.v1.Admin.ListWorkflows:output_type -> baremetal.v1.ListWorkflowsResponse
-	29, // 89: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
-	41, // 90: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
-	41, // 91: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
-	43, // 92: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
-	46, // 93: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
-	48, // 94: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
-	50, // 95: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
-	52, // 96: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
-	73, // [73:97] is the sub-list for method output_type
-	49, // [49:73] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	60, // 33: baremetal.v1.Machine.os_ready_at:type_name -> google.protobuf.Timestamp
+	57, // 34: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
+	58, // 35: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	29, // 36: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
+	28, // 37: baremetal.v1.ListWorkflowsResponse.workflows:type_name -> baremetal.v1.Workflow
+	60, // 38: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 39: baremetal.v1.Event.state:type_name -> baremetal.v1.State
+	28, // 40: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
+	3,  // 41: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
+	0,  // 42: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
+	60, // 43: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
+	4,  // 44: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
+	59, // 45: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
+	44, // 46: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
+	2,  // 47: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
+	60, // 48: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
+	60, // 49: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
+	9,  // 50: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
+	10, // 51: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
+	11, // 52: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
+	13, // 53: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
+	14, // 54: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
+	18, // 55: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
+	19, // 56: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
+	20, // 57: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
+	22, // 58: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
+	23, // 59: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
+	25, // 60: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
+	30, // 61: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
+	31, // 62: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
+	32, // 63: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
+	34, // 64: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
+	35, // 65: baremetal.v1.Admin.ListWorkflows:input_type -> baremetal.v1.ListWorkflowsRequest
+	37, // 66: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
+	39, // 67: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
+	40, // 68: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
+	42, // 69: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
+	45, // 70: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
+	47, // 71: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
+	49, // 72: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
+	51, // 73: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
+	8,  // 74: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
+	8,  // 75: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
+	12, // 76: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
+	8,  // 77: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
+	15, // 78: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
+	17, // 79: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
+	17, // 80: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
+	21, // 81: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
+	17, // 82: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
+	24, // 83: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
+	26, // 84: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
+	29, // 85: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
+	29, // 86: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
+	33, // 87: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
+	38, // 88: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
+	36, // 89: baremetal.v1.Admin.ListWorkflows:output_type -> baremetal.v1.ListWorkflowsResponse
+	29, // 90: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
+	41, // 91: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
+	41, // 92: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
+	43, // 93: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
+	46, // 94: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
+	48, // 95: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
+	50, // 96: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
+	52, // 97: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
+	74, // [74:98] is the sub-list for method output_type
+	50, // [50:74] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_baremetalv1_baremetal_proto_init() }

@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if *showVer {
-		_, err := fmt.Fprintln(stderr, version)
+		_, err := fmt.Fprintln(stderr, "agent", version)
 		return err
 	}
 	var lvl slog.Level

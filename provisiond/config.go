@@ -16,6 +16,11 @@ import (
 // YAML file given by --config (keys are the flag names). A flag given on
 // the command line wins over the environment, which wins over the file.
 type config struct {
+	// ShowVersion is --version: print the version and exit. It is a
+	// command, not a setting, so neither the environment nor the config
+	// file can set it.
+	ShowVersion bool
+
 	ConfigFile   string
 	DataDir      string
 	GRPCListen   string
@@ -78,6 +83,7 @@ func newFlags(c *config) *flag.FlagSet {
 	c.LogFormat = enum{"text", []string{"text", "json"}}
 
 	fs := flag.NewFlagSet("provisiond", flag.ContinueOnError)
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML file with settings (keys are flag names)")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/provisiond", "directory of the state database")
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7777", "address of the gRPC API (admin and agent)")
@@ -132,7 +138,10 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	set := map[string]bool{}
+	if c.ShowVersion {
+		return c, nil
+	}
+	set := map[string]bool{"version": true}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	var err error
@@ -161,7 +170,7 @@ func parseConfig(args []string, getenv func(string) string) (*config, error) {
 		}
 		for k, v := range file {
 			f := fs.Lookup(k)
-			if f == nil || k == "config" {
+			if f == nil || k == "config" || k == "version" {
 				return nil, fmt.Errorf("config %s: unknown setting %q", c.ConfigFile, k)
 			}
 			if set[k] {

@@ -158,6 +158,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	if c.ShowVersion {
+		_, err := fmt.Fprintln(stderr, "provisiond", version)
+		return err
+	}
 	log := newLogger(c, stderr)
 	token, err := readSecret(c.TokenFile, "token file")
 	if err != nil {

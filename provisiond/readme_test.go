@@ -16,6 +16,10 @@ func TestREADMEListsEveryFlag(t *testing.T) {
 	}
 	readme := string(raw)
 	newFlags(&config{}).VisitAll(func(f *flag.Flag) {
+		// --version is a command, not a setting: the table lists settings.
+		if f.Name == "version" {
+			return
+		}
 		if !strings.Contains(readme, "`--"+f.Name+"`") {
 			t.Errorf("flag --%s is not in the README's provisiond table", f.Name)
 		}

@@ -168,6 +168,30 @@ func startRealLabWith(t *testing.T, tune func(*workflow.Options)) *realLab {
 	return &realLab{testDaemon: d, HTTP: d.HTTP, agent: agent, plainboot: plainboot, disks: labDisks(t)}
 }
 
+// machineDir is a machine's directory (its BMC's state and logs). Not
+// t.TempDir: a chassis script that ipmi_sim started just before it was
+// killed may still append to the power log while the test cleans up, and
+// t.TempDir fails the test when its RemoveAll meets a new file; this one
+// tries again for a few seconds.
+func machineDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "baremetal-machine-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for range 50 {
+			if err = os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("remove the machine's directory: %v", err)
+	})
+	return dir
+}
+
 // labImages writes images v1 and v2 (labImage) into a fresh directory.
 func labImages(t *testing.T) string {
 	t.Helper()
@@ -212,7 +236,7 @@ type realMachine struct {
 // given password, powered off, and a disk full of an earlier owner's data.
 func (l *realLab) addMachine(t *testing.T, id string, n int, bmcPassword string) *realMachine {
 	t.Helper()
-	m := &realMachine{ID: id, MAC: lab.MACFor(id), IP: fmt.Sprintf("127.0.0.%d", 10+n), Disk: filepath.Join(l.disks, id+".img"), dir: t.TempDir()}
+	m := &realMachine{ID: id, MAC: lab.MACFor(id), IP: fmt.Sprintf("127.0.0.%d", 10+n), Disk: filepath.Join(l.disks, id+".img"), dir: machineDir(t)}
 	if err := os.WriteFile(m.Disk, bytes.Repeat([]byte{labOldData}, labDiskSize), 0o600); err != nil {
 		t.Fatal(err)
 	}

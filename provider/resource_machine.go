@@ -38,6 +38,7 @@ var (
 	_ resource.ResourceWithConfigure      = (*machineResource)(nil)
 	_ resource.ResourceWithImportState    = (*machineResource)(nil)
 	_ resource.ResourceWithValidateConfig = (*machineResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*machineResource)(nil)
 )
 
 // Default timeouts of the machine's operations.
@@ -70,6 +71,46 @@ type machineResource struct {
 
 // NewMachineResource returns the baremetal_machine resource.
 func NewMachineResource() resource.Resource { return &machineResource{retryWait: 2 * time.Second} }
+
+// ModifyPlan plans id and ip from the hardware when the machine is created
+// or replaced: both are known before apply (the id is the hardware id, the
+// ip the hardware's boot address), so what reads `.ip` (DNS records,
+// inventories) does not churn with "(known after apply)". When the
+// hardware is not readable yet (created in the same apply) ip stays
+// unknown; a failed read is not an error here, apply reports it.
+func (r *machineResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() {
+		return // destroy
+	}
+	var hwID types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("hardware_id"), &hwID)...)
+	if resp.Diagnostics.HasError() || hwID.IsUnknown() || hwID.IsNull() {
+		return
+	}
+	var id, ip types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("id"), &id)...)
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("ip"), &ip)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if id.IsUnknown() {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("id"), hwID)...)
+	}
+	if !ip.IsUnknown() || r.client == nil {
+		return
+	}
+	hw, err := r.client.GetHardware(ctx, &pb.GetHardwareRequest{Id: hwID.ValueString()})
+	if err != nil {
+		tflog.Debug(ctx, "ip stays unknown in the plan: hardware not readable yet", map[string]any{"hardware_id": hwID.ValueString(), "error": err.Error()})
+		return
+	}
+	planned := types.StringNull()
+	if nics := hw.GetInterfaces(); len(nics) > 0 && nics[0].GetIp() != "" {
+		addr, _, _ := strings.Cut(nics[0].GetIp(), "/")
+		planned = types.StringValue(addr)
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("ip"), planned)...)
+}
 
 type machineModel struct {
 	ID                types.String   `tfsdk:"id"`

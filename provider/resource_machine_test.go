@@ -464,3 +464,26 @@ func TestAccMachineParallelism50(t *testing.T) {
 		}},
 	})
 }
+
+// TestAccMachineReplacePlansIP: a machine replaced because its parameters
+// changed shows its id and ip in the plan, known from the hardware, not
+// "(known after apply)" (issue 15: anything reading .ip churned).
+func TestAccMachineReplacePlansIP(t *testing.T) {
+	requireAcc(t)
+	d, _ := startSimLab(t)
+	res := "baremetal_machine.node[0]"
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{{
+			Config: simMachineConfig(d, 1, []string{"image"}, `image = "a.raw"`, "on", "quick"),
+		}, {
+			Config: simMachineConfig(d, 1, []string{"image"}, `image = "b.raw"`, "on", "quick"),
+			ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+				plancheck.ExpectResourceAction(res, plancheck.ResourceActionDestroyBeforeCreate),
+				plancheck.ExpectKnownValue(res, tfjsonpath.New("id"), knownvalue.StringExact("node0")),
+				plancheck.ExpectKnownValue(res, tfjsonpath.New("ip"), knownvalue.StringExact("10.99.0.10")),
+			}},
+		}},
+	})
+}

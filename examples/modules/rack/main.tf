@@ -42,10 +42,12 @@ resource "baremetal_machine" "server" {
 
   hardware_id = baremetal_hardware.server[each.key].id
   template_id = baremetal_template.this.id
-  parameters  = merge(var.parameters, lookup(var.server_parameters, each.key, {}))
-  user_data   = var.user_data
-  ssh_keys    = var.ssh_keys
-  wipe        = var.wipe
+  # null, not {}, when there are none: the provider refuses an empty map
+  # (provisiond stores none, so {} would show as a change on every plan).
+  parameters = length(merge(var.parameters, lookup(var.server_parameters, each.key, {}))) > 0 ? merge(var.parameters, lookup(var.server_parameters, each.key, {})) : null
+  user_data  = var.user_data
+  ssh_keys   = var.ssh_keys
+  wipe       = var.wipe
 
   timeouts {
     create = var.timeouts.create

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 )
 
@@ -200,10 +201,11 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.RequiresReplace()},
 			},
 			"ssh_keys": schema.ListAttribute{
-				Description:   "SSH public keys served as the EC2-style `public-keys`. Changing them reinstalls the server.",
-				Optional:      true,
-				ElementType:   types.StringType,
-				Validators:    []validator.List{listvalidator.SizeAtLeast(1)},
+				Description: "SSH public keys served as the EC2-style `public-keys`. Changing them reinstalls the server.",
+				Optional:    true,
+				ElementType: types.StringType,
+				Validators: []validator.List{listvalidator.SizeAtLeast(1),
+					listvalidator.ValueStringsAre(stringCheck{desc: "SSH public key", check: hwspec.SSHKey})},
 				PlanModifiers: []planmodifier.List{listplanmodifier.RequiresReplace()},
 			},
 			"wipe": schema.StringAttribute{

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Allowed values of the enumerations.
@@ -362,4 +364,26 @@ func Labels(labels map[string]string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SSHKey checks one authorized_keys line: a public key as OpenSSH writes
+// it (`ssh-ed25519 AAAA... comment`), one per entry. Options before the
+// key type (`command="..." ssh-rsa ...`) are refused: provisiond serves
+// keys as EC2's public-keys, which carry none.
+func SSHKey(s string) error {
+	if strings.ContainsAny(s, "\r\n") {
+		return fmt.Errorf("SSH key %s: one key per entry, without line breaks", quote(s))
+	}
+	pub, _, options, rest, err := ssh.ParseAuthorizedKey([]byte(s))
+	switch {
+	case err != nil:
+		return fmt.Errorf("SSH key %s is not an OpenSSH public key (want e.g. \"ssh-ed25519 AAAA... user@host\", a line of id_ed25519.pub): %v", quote(s), err)
+	case len(options) > 0:
+		return fmt.Errorf("SSH key %s: authorized_keys options (%s) are not served; give the key alone", quote(s), strings.Join(options, ","))
+	case len(rest) > 0:
+		return fmt.Errorf("SSH key %s: one key per entry", quote(s))
+	case pub == nil:
+		return fmt.Errorf("SSH key %s: no key", quote(s))
+	}
+	return nil
 }

@@ -233,3 +233,24 @@ func TestLabels(t *testing.T) {
 		t.Errorf("Labels(nil) = %v", err)
 	}
 }
+
+func TestSSHKey(t *testing.T) {
+	const ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host"
+	for in, want := range map[string]string{
+		ed: "",
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl": "",
+		"not a key":                   "is not an OpenSSH public key",
+		"ssh-rsa AAAA":                "is not an OpenSSH public key",
+		`command="x" ` + ed:           "authorized_keys options",
+		ed + "\n" + ed:                "without line breaks",
+		"-----BEGIN PRIVATE KEY-----": "is not an OpenSSH public key",
+	} {
+		err := SSHKey(in)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("SSHKey(%q) = %v, want nil", in, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("SSHKey(%q) = %v, want an error containing %q", in, err, want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
@@ -61,8 +60,8 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 		return nil, status.Error(codes.InvalidArgument, "provision machine: hardware_id and template_id are required")
 	}
 	for i, k := range req.GetSshKeys() {
-		if strings.ContainsAny(k, "\r\n") {
-			return nil, status.Errorf(codes.InvalidArgument, "provision machine: ssh_keys[%d]: one key per entry, without line breaks", i)
+		if err := hwspec.SSHKey(k); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "provision machine: ssh_keys[%d]: %v", i, err)
 		}
 	}
 	if w := req.GetWipe(); w != "" {

@@ -10,7 +10,7 @@ resource "baremetal_machine" "web1" {
     root_password_hash = var.root_password_hash
   }
   user_data = file("${path.module}/cloud-init.yaml")
-  ssh_keys  = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyOnly ops@example.net"]
+  ssh_keys  = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIoidCV/73QIZBSqVAvlX7zvIZg8tOFJHDUjGpScR1Oc ops@example.net"]
 
   wipe  = "quick"
   power = "on"

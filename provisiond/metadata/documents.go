@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -259,6 +260,56 @@ type noCloudMeta struct {
 	Hostname         string   `json:"hostname,omitempty"`
 	PublicKeys       []string `json:"public-keys,omitempty"`
 	AvailabilityZone string   `json:"availability_zone,omitempty"`
+	// NetworkInterfaces is the network in Debian's interfaces(5) format:
+	// the one network source cloud-init 22.4 takes from a NoCloud seed
+	// over HTTP (network-config is read only from a local seed).
+	NetworkInterfaces string `json:"network-interfaces,omitempty"`
+}
+
+// metaNetwork is the hardware metadata key that chooses the installed
+// OS's network: "static" (the default: the addresses, gateways and name
+// servers of the hardware's interfaces) or "dhcp" (no network served:
+// cloud-init's fallback, DHCP on the first NIC).
+const metaNetwork = "network"
+
+// noCloudInterfaces renders the hardware's interfaces as interfaces(5)
+// text for cloud-init, or "" with metadata network "dhcp" or when no
+// interface has an address. Each interface is named ethN in the
+// hardware's order and tied to its MAC (hwaddress), which cloud-init uses
+// to find, and rename, the NIC; one without an address gets DHCP.
+func noCloudInterfaces(rec record) string {
+	var meta map[string]json.RawMessage
+	_ = json.Unmarshal(rec.hw.Metadata, &meta) // not an object: defaults
+	var mode string
+	if raw, ok := meta[metaNetwork]; ok {
+		_ = json.Unmarshal(raw, &mode) // not a string: the default
+	}
+	if mode == "dhcp" {
+		return ""
+	}
+	var b strings.Builder
+	static := false
+	for i, nic := range rec.hw.Interfaces {
+		name := "eth" + strconv.Itoa(i)
+		p, ok := hostIP(nic.IP)
+		if !ok || !p.Addr().Is4() {
+			fmt.Fprintf(&b, "auto %s\niface %s inet dhcp\n    hwaddress ether %s\n", name, name, nic.MAC)
+			continue
+		}
+		static = true
+		fmt.Fprintf(&b, "auto %s\niface %s inet static\n    hwaddress ether %s\n    address %s\n    netmask %s\n",
+			name, name, nic.MAC, p.Addr(), maskString(p))
+		if gw, err := netip.ParseAddr(nic.Gateway); err == nil && gw.Is4() {
+			fmt.Fprintf(&b, "    gateway %s\n", gw)
+		}
+		if len(nic.NameServers) > 0 {
+			fmt.Fprintf(&b, "    dns-nameservers %s\n", strings.Join(nic.NameServers, " "))
+		}
+	}
+	if !static {
+		return ""
+	}
+	return b.String()
 }
 
 // serveNoCloud answers the NoCloud seed, for
@@ -274,7 +325,7 @@ func (s *Server) serveNoCloud(w http.ResponseWriter, r *http.Request, req *reque
 		w.Header().Set("Content-Type", "text/yaml; charset=utf-8")
 		b, _ := json.MarshalIndent(noCloudMeta{
 			InstanceID: f.instanceID, LocalHostname: f.hostname, Hostname: f.hostname,
-			PublicKeys: f.keys, AvailabilityZone: f.zone,
+			PublicKeys: f.keys, AvailabilityZone: f.zone, NetworkInterfaces: noCloudInterfaces(req.rec),
 		}, "", "  ")
 		_, _ = w.Write(append(b, '\n'))
 	case "user-data":

@@ -408,6 +408,9 @@ func TestOpenStackAndNoCloud(t *testing.T) {
 		"nocloud meta-data": {"/nocloud/meta-data", map[string]any{
 			"instance-id": "hw-a", "local-hostname": "a.example", "hostname": "a.example", "availability_zone": "rack1",
 			"public-keys": []any{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA a@x", "ssh-rsa AAAAB3NzaC1yc2E b@y"},
+			"network-interfaces": "auto eth0\niface eth0 inet static\n    hwaddress ether 52:54:00:00:00:0a\n    address 10.0.0.10\n" +
+				"    netmask 255.255.255.0\n    gateway 10.0.0.1\n    dns-nameservers 10.0.0.2\n" +
+				"auto eth1\niface eth1 inet dhcp\n    hwaddress ether 52:54:00:00:01:0a\n",
 		}},
 	}
 	for name, tc := range tests {

@@ -4,8 +4,11 @@
 // (/metadata) for scripts and the agent.
 //
 // The caller is identified by its source address, looked up in the store's
-// hardware-by-IP index on every request: no cache, so a change to hardware or
-// machine is visible to the next request. X-Forwarded-For is read only when
+// hardware-by-IP index on every request, then, for an interface with no
+// configured address, in the DHCP leases (the address provisiond's DHCP
+// leased, or in proxy mode saw the machine take from the site's DHCP
+// server), unexpired: no cache, so a change to hardware or machine is
+// visible to the next request. X-Forwarded-For is read only when
 // the direct peer is inside Options.TrustedProxies. A caller whose address
 // matches no hardware gets 404 for every path; no path takes a hardware id
 // from the URL, so a machine can only ever read its own record.
@@ -307,6 +310,9 @@ func (s *Server) lookup(ctx context.Context, ip netip.Addr) (record, error) {
 	rec := record{ip: ip}
 	err := s.st.View(ctx, func(tx *store.Tx) error {
 		hw, err := tx.HardwareByIP(ip.String())
+		if errors.Is(err, store.ErrNotFound) {
+			hw, err = s.byLease(tx, ip)
+		}
 		if err != nil {
 			return err
 		}
@@ -325,6 +331,22 @@ func (s *Server) lookup(ctx context.Context, ip netip.Addr) (record, error) {
 		return record{}, fmt.Errorf("look up hardware for %s: %w", ip, err)
 	}
 	return rec, nil
+}
+
+// byLease finds the hardware whose interface holds an unexpired DHCP
+// lease of ip: a machine with no configured address, whose address came
+// from provisiond's DHCP or, in proxy mode, from the site's DHCP server
+// (provisiond records what it saw the machine take). ErrNotFound when
+// there is none.
+func (s *Server) byLease(tx *store.Tx, ip netip.Addr) (store.Hardware, error) {
+	l, err := tx.LeaseByIP(ip.String())
+	if err != nil {
+		return store.Hardware{}, err
+	}
+	if !s.now().Before(l.Expires) {
+		return store.Hardware{}, fmt.Errorf("lease of %s expired at %s: %w", ip, l.Expires.Format(time.RFC3339), store.ErrNotFound)
+	}
+	return tx.HardwareByMAC(l.MAC)
 }
 
 // ---------------------------------------------------------------- tokens

@@ -902,3 +902,38 @@ func TestMachinesIsolatedWithTokens(t *testing.T) {
 		t.Errorf("token PUT from unknown 127.0.0.4: %d, want 404", code)
 	}
 }
+
+// TestCallerByLease: a caller whose address is configured on no hardware
+// is found through its unexpired DHCP lease (proxy mode: the address the
+// site's DHCP server gave it, as provisiond saw it); an expired lease, or
+// none, is 404.
+func TestCallerByLease(t *testing.T) {
+	f := newFixture(t, Options{TokenOptional: true})
+	ctx := context.Background()
+	// hw-a's second NIC has no address; the site's DHCP gave it 10.0.0.50.
+	err := f.st.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.PutLease(store.Lease{MAC: "52:54:00:00:01:0a", IP: "10.0.0.50", HardwareID: "hw-a", Expires: f.now.Add(time.Hour)}); err != nil {
+			return err
+		}
+		return tx.PutLease(store.Lease{MAC: "52:54:00:00:00:0b", IP: "10.0.0.51", HardwareID: "hw-b", Expires: f.now.Add(-time.Second)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := f.do(t, req{remote: "10.0.0.50", path: "/2009-04-04/meta-data/hostname"}); code != http.StatusOK || body != "a.example" {
+		t.Errorf("hostname from the leased address: %d %q, want 200 a.example", code, body)
+	}
+	if code, body, _ := f.do(t, req{remote: "10.0.0.50", path: "/2009-04-04/user-data"}); code != http.StatusOK || body != userDataA {
+		t.Errorf("user-data from the leased address: %d %q", code, body)
+	}
+	if code, _, _ := f.do(t, req{remote: "10.0.0.51", path: "/2009-04-04/meta-data/hostname"}); code != http.StatusNotFound {
+		t.Errorf("expired lease: %d, want 404", code)
+	}
+	if code, _, _ := f.do(t, req{remote: "10.0.0.52", path: "/2009-04-04/meta-data/hostname"}); code != http.StatusNotFound {
+		t.Errorf("no lease: %d, want 404", code)
+	}
+	// A configured address still wins over a lease record of it.
+	if code, body, _ := f.do(t, req{remote: "10.0.0.11", path: "/2009-04-04/meta-data/hostname"}); code != http.StatusOK || body != "b.example" {
+		t.Errorf("configured address: %d %q", code, body)
+	}
+}

@@ -61,12 +61,23 @@ type rackUnderTest struct {
 // log and the consoles when the test failed, then tears the rack down.
 func startRack(t *testing.T, ctx context.Context, root, dir, bin, prefix string, n int, uefi bool) *rackUnderTest {
 	t.Helper()
-	rack, err := lab.StartRack(ctx, lab.RackConfig{
+	return startRackWith(t, ctx, dir, rackConfig(root, dir, bin, prefix, n, uefi))
+}
+
+// rackConfig is the configuration startRack starts.
+func rackConfig(root, dir, bin, prefix string, n int, uefi bool) lab.RackConfig {
+	return lab.RackConfig{
 		Dir: filepath.Join(dir, "rack"), NSPrefix: prefix, Servers: n, UEFI: uefi,
 		Provisiond: filepath.Join(bin, "provisiond"),
 		AgentOSDir: filepath.Join(root, "build/agent-os"), ImagesDir: filepath.Join(root, "build/images"),
 		ExtraFlags: []string{"--log-level", "debug"},
-	})
+	}
+}
+
+// startRackWith is startRack with a configuration of the test's own.
+func startRackWith(t *testing.T, ctx context.Context, dir string, cfg lab.RackConfig) *rackUnderTest {
+	t.Helper()
+	rack, err := lab.StartRack(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

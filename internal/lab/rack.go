@@ -41,6 +41,11 @@ type RackConfig struct {
 	Provisiond, AgentOSDir, ImagesDir string
 	// ExtraFlags are appended to provisiond's command line.
 	ExtraFlags []string
+	// DHCPMode is provisiond's --dhcp-mode (default "reservation"). In
+	// "proxy" another DHCP server on the bridge hands out the addresses
+	// (see the ProxyDHCP end-to-end test): provisiond gives only boot
+	// information.
+	DHCPMode string
 }
 
 // Rack is a lab rack: a network namespace with a bridge standing for the
@@ -80,6 +85,9 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 	}
 	if cfg.DiskMiB == 0 {
 		cfg.DiskMiB = 256
+	}
+	if cfg.DHCPMode == "" {
+		cfg.DHCPMode = "reservation"
 	}
 	r := &Rack{Config: cfg, Token: randomHex(24), BMCPassword: randomHex(8)} // IPMI passwords hold at most 20 bytes
 	defer func() {
@@ -145,7 +153,7 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 		"--grpc-listen", ":7777",
 		"--http-listen", RackAddress + ":80",
 		"--tftp-listen", RackAddress + ":69",
-		"--dhcp-mode", "reservation",
+		"--dhcp-mode", cfg.DHCPMode,
 		"--dhcp-interface", RackBridge,
 		"--public-ip", RackAddress,
 		"--agent-os-dir", cfg.AgentOSDir,

@@ -2,7 +2,7 @@ variable "servers" {
   description = "The rack's servers, keyed by host name: boot NIC, address, disks and BMC."
   type = map(object({
     mac          = string
-    address      = string # CIDR, e.g. 10.0.0.21/24
+    address      = optional(string) # CIDR, e.g. 10.0.0.21/24; null: the site's DHCP server assigns it (provisiond in proxy mode)
     gateway      = optional(string)
     name_servers = optional(list(string))
     arch         = optional(string, "x86_64")

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,11 +147,20 @@ func TestE2EProxyDHCP(t *testing.T) {
 		// provisiond minted the agent's token for a request from the
 		// address Kea gave, and refused none.
 		var agent, wrong int
+		proxied := map[string]int{}  // ProxyDHCP replies by type and boot file
+		recorded := map[string]int{} // addresses seen taken from Kea
 		for _, line := range strings.Split(plog, "\n") {
 			if !strings.Contains(line, "mac="+s.MAC) {
 				continue
 			}
 			switch {
+			case strings.Contains(line, `msg="ProxyDHCP reply"`):
+				proxied[logField(line, "type")+" "+logField(line, "boot_file")]++
+			case strings.Contains(line, `msg="address from another DHCP server recorded"`):
+				recorded[logField(line, "ip")]++
+				if ip := logField(line, "ip"); ip != kea {
+					t.Errorf("%s: provisiond recorded %s, Kea leased %s", s.Name, ip, kea)
+				}
 			case strings.Contains(line, `msg="iPXE script: boot the agent OS"`):
 				if strings.Contains(line, "remote="+kea+":") {
 					agent++
@@ -164,9 +175,16 @@ func TestE2EProxyDHCP(t *testing.T) {
 		if agent == 0 {
 			t.Errorf("%s: provisiond never served the agent OS script to %s (Kea's address)", s.Name, kea)
 		}
-		t.Logf("  %s: Kea leased %s; agent OS script served to it %d time(s), %d source refusals; installed OS took %s from Kea",
-			s.Name, kea, agent, wrong, kea)
+		if len(recorded) == 0 {
+			t.Errorf("%s: provisiond never recorded the address Kea gave it", s.Name)
+		}
+		t.Logf("  %s: Kea leased %s; provisiond's ProxyDHCP replies %v, address recorded from REQUESTs %v; agent OS script served to it %d time(s), %d source refusals; installed OS took %s from Kea",
+			s.Name, kea, proxied, recorded, agent, wrong, kea)
 	}
+	// Every non-netboot DHCP message (the plain client, the agent OS's and
+	// the installed OS's DHCP) was dropped unanswered.
+	metrics := provisiondMetrics(t, ctx, rack.NS)
+	t.Logf("  provisiond metrics: %s", strings.Join(metrics, ", "))
 	// provisiond answered the plain client nothing.
 	for _, line := range strings.Split(plog, "\n") {
 		if strings.Contains(line, "mac="+plainClientMAC) && strings.Contains(line, "reply") {
@@ -177,6 +195,16 @@ func TestE2EProxyDHCP(t *testing.T) {
 		t.Logf("  port 4011: no firmware sent anything there")
 	} else {
 		t.Logf("  port 4011: %s", strings.Join(n, "; "))
+	}
+	// The listener hears what is sent there: a probe from the site.
+	probe4011(t, ctx, site)
+	deadline := time.Now().Add(2 * time.Second)
+	for len(asked4011()) == 0 || !strings.Contains(asked4011()[len(asked4011())-1], siteAddress) {
+		if time.Now().After(deadline) {
+			t.Errorf("the port 4011 listener did not hear a probe from %s: %v", siteAddress, asked4011())
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("%6.1fs done", since(start))
 }
@@ -465,4 +493,77 @@ func inNS(t *testing.T, ns string, fn func()) {
 		runtime.UnlockOSThread()
 	}()
 	fn()
+}
+
+// logField returns the value of key=value in a logfmt line ("" if none).
+func logField(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.Index(v[1:], `"`); j >= 0 {
+			return v[1 : j+1]
+		}
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		return v[:j]
+	}
+	return v
+}
+
+// provisiondMetrics returns provisiond's DHCP counters (received, replies,
+// dropped) that are not zero.
+func provisiondMetrics(t *testing.T, ctx context.Context, ns *lab.NetNS) []string {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return ns.Dial(ctx, network, addr)
+	}}, Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+lab.RackAddress+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("provisiond metrics: %v", err)
+	}
+	defer func() { _ = resp.Body.Close() }() // read only
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "provisiond_dhcp_received_total") && !strings.HasPrefix(line, "provisiond_dhcp_replies_total") &&
+			!strings.HasPrefix(line, "provisiond_dhcp_dropped_total") {
+			continue
+		}
+		if strings.HasSuffix(line, " 0") {
+			continue
+		}
+		out = append(out, strings.TrimPrefix(line, "provisiond_dhcp_"))
+	}
+	return out
+}
+
+// probe4011 sends one datagram from the site's host to provisiond's
+// address, port 4011.
+func probe4011(t *testing.T, ctx context.Context, s *site) {
+	t.Helper()
+	var (
+		c   net.Conn
+		err error
+	)
+	inNS(t, s.ns.Name, func() {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "udp4", lab.RackAddress+":4011")
+	})
+	if err != nil {
+		t.Fatalf("probe port 4011: %v", err)
+	}
+	defer func() { _ = c.Close() }() // a probe
+	if _, err := c.Write([]byte("probe")); err != nil {
+		t.Fatalf("probe port 4011: %v", err)
+	}
 }

@@ -36,11 +36,25 @@ type RackConfig struct {
 	Servers  int    // number of servers; server N is UEFI when N is even and UEFI is true
 	UEFI     bool   // make the even-numbered servers UEFI (needs Debian's ovmf)
 	DiskMiB  int    // each server's empty disk (default 256)
+	// Shapes overrides the hardware of server i+1 (Shapes[i]); servers
+	// beyond it, and zero fields, keep the defaults above.
+	Shapes []Shape
 	// Provisiond is the daemon binary; AgentOSDir and ImagesDir what it
 	// serves (see `make agent-os demo-image`).
 	Provisiond, AgentOSDir, ImagesDir string
 	// ExtraFlags are appended to provisiond's command line.
 	ExtraFlags []string
+}
+
+// Shape is one server's hardware where it differs from the rack's default:
+// firmware, disk size and controller, NIC model (a QEMU device: "e1000e",
+// default virtio-net-pci) and memory.
+type Shape struct {
+	Firmware   Firmware
+	DiskMiB    int
+	DiskDevice DiskDevice
+	NIC        string
+	MemoryMiB  int
 }
 
 // Rack is a lab rack: a network namespace with a bridge standing for the
@@ -124,10 +138,22 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 			// which gets the script URL at once.
 			vm.Firmware, vm.NoNICROM = UEFI, true
 		}
+		diskMiB := cfg.DiskMiB
+		if i <= len(cfg.Shapes) {
+			sh := cfg.Shapes[i-1]
+			if sh.Firmware != "" {
+				vm.Firmware = sh.Firmware
+				vm.NoNICROM = sh.Firmware == UEFI
+			}
+			if sh.DiskMiB > 0 {
+				diskMiB = sh.DiskMiB
+			}
+			vm.DiskDevice, vm.NIC, vm.MemoryMiB = sh.DiskDevice, sh.NIC, sh.MemoryMiB
+		}
 		if err := os.MkdirAll(vm.Dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := CreateDisk(ctx, vm.Disk, cfg.DiskMiB); err != nil {
+		if err := CreateDisk(ctx, vm.Disk, diskMiB); err != nil {
 			return nil, err
 		}
 		s.BMC = &BMC{VM: vm, Port: 9000 + i, User: "admin", Password: r.BMCPassword}
@@ -188,7 +214,7 @@ func (r *Rack) TerraformServers() map[string]any {
 			"address": s.Address,
 			"gateway": RackAddress,
 			"uefi":    s.BMC.VM.Firmware == UEFI,
-			"disks":   []string{"/dev/vda"},
+			"disks":   []string{s.BMC.VM.GuestDisk()},
 			"bmc":     map[string]any{"address": "127.0.0.1", "port": s.BMC.Port, "username": s.BMC.User},
 		}
 	}

@@ -57,12 +57,12 @@ type rackUnderTest struct {
 }
 
 // startRack starts a rack of n servers serving the agent OS and images of
-// root, follows the consoles into dir, and on cleanup dumps provisiond's
+// root (shapes, if any, give servers 1, 2, ... their hardware), follows the consoles into dir, and on cleanup dumps provisiond's
 // log and the consoles when the test failed, then tears the rack down.
-func startRack(t *testing.T, ctx context.Context, root, dir, bin, prefix string, n int, uefi bool) *rackUnderTest {
+func startRack(t *testing.T, ctx context.Context, root, dir, bin, prefix string, n int, uefi bool, shapes ...lab.Shape) *rackUnderTest {
 	t.Helper()
 	rack, err := lab.StartRack(ctx, lab.RackConfig{
-		Dir: filepath.Join(dir, "rack"), NSPrefix: prefix, Servers: n, UEFI: uefi,
+		Dir: filepath.Join(dir, "rack"), NSPrefix: prefix, Servers: n, UEFI: uefi, Shapes: shapes,
 		Provisiond: filepath.Join(bin, "provisiond"),
 		AgentOSDir: filepath.Join(root, "build/agent-os"), ImagesDir: filepath.Join(root, "build/images"),
 		ExtraFlags: []string{"--log-level", "debug"},

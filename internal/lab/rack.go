@@ -143,7 +143,10 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 			sh := cfg.Shapes[i-1]
 			if sh.Firmware != "" {
 				vm.Firmware = sh.Firmware
-				vm.NoNICROM = sh.Firmware == UEFI
+				// OVMF drives only virtio NICs itself; another model needs
+				// its option ROM (QEMU's efi-e1000e.rom, as an Intel NIC
+				// carries its UEFI driver in flash).
+				vm.NoNICROM = sh.Firmware == UEFI && (sh.NIC == "" || sh.NIC == "virtio-net-pci")
 			}
 			if sh.DiskMiB > 0 {
 				diskMiB = sh.DiskMiB

@@ -56,6 +56,17 @@ func proxyConn(addr string) {
 const (
 	debTestHostname = "deb-test"
 	debTestKey      = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJhcmVtZXRhbC1kZWJpYW4taW1hZ2UtdGVzdA test@provisiond"
+	// A user's static network for QEMU's user network (gateway 10.0.2.2,
+	// DNS 10.0.2.3), in cloud-init's system configuration.
+	debTestStaticNetwork = `network:
+  version: 2
+  ethernets:
+    eth0:
+      dhcp4: false
+      addresses: [10.0.2.20/24]
+      routes: [{to: 0.0.0.0/0, via: 10.0.2.2}]
+      nameservers: {addresses: [10.0.2.3]}
+`
 	// user-data: runcmd reports what cloud-init did to the serial console.
 	debTestUserData = `#cloud-config
 runcmd:
@@ -66,10 +77,11 @@ runcmd:
 // TestDebianImageBoots boots build/images/debian-12.raw.zst (make
 // debian-image) from a disk bigger than the image, once with SeaBIOS and
 // once with OVMF. cloud-init reads provisiond's NoCloud seed from the
-// metadata package served on loopback (through QEMU's user network; the
-// image's datasource config is what install templates write, pointed at
-// the test's address by the kernel-independent seedfrom), then: the host
-// name, the SSH key, user-data (runcmd), growpart and resize2fs.
+// metadata package served on loopback (through QEMU's user network), after
+// the test has pointed the image's seedfrom at it as an install template
+// would. It checks the host name, the SSH key, user-data (runcmd), growpart
+// and resize2fs, and eth0's address: DHCP by default, static when the
+// template adds a network block.
 func TestDebianImageBoots(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: the image's first boot is tested as root only (CI: .ci/run)")
@@ -95,14 +107,31 @@ func TestDebianImageBoots(t *testing.T) {
 
 	// The seed URL is the test's: rewrite it in a copy of the root file
 	// system, as an install template's writefile action does.
-	seedImage(t, dir, raw, "http://10.0.2.100/nocloud/")
+	seedImage(t, raw, "http://10.0.2.100/nocloud/", nil)
+	// The same image with a static address instead of DHCP: the network
+	// block a template writes next to the seed URL.
+	rawStatic := filepath.Join(dir, "debian-12-static.raw")
+	if out, err := exec.Command("cp", "--sparse=always", raw, rawStatic).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	seedImage(t, rawStatic, "http://10.0.2.100/nocloud/", map[string]string{"/etc/cloud/cloud.cfg.d/95-network.cfg": debTestStaticNetwork})
 
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, fw := range []lab.Firmware{lab.BIOS, lab.UEFI} {
-		t.Run(string(fw), func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fw   lab.Firmware
+		raw  string
+		ip   string // eth0's address
+	}{
+		{"bios", lab.BIOS, raw, "10.0.2.15/24"},              // QEMU's DHCP lease
+		{"uefi", lab.UEFI, raw, "10.0.2.15/24"},              // QEMU's DHCP lease
+		{"bios-static", lab.BIOS, rawStatic, "10.0.2.20/24"}, // 95-network.cfg
+	} {
+		fw := tc.fw
+		t.Run(tc.name, func(t *testing.T) {
 			if fw == lab.UEFI {
 				for _, f := range []string{lab.OVMFCode, lab.OVMFVars} {
 					if _, err := os.Stat(f); err != nil {
@@ -110,7 +139,7 @@ func TestDebianImageBoots(t *testing.T) {
 					}
 				}
 			}
-			vm := lab.VM{Name: "deb-" + string(fw), Dir: filepath.Join(dir, "vm-"+string(fw)), Firmware: fw, MemoryMiB: 1024}
+			vm := lab.VM{Name: "deb-" + tc.name, Dir: filepath.Join(dir, "vm-"+tc.name), Firmware: fw, MemoryMiB: 1024}
 			addr := serveMetadata(t, vm)
 			vm.UserNet = "restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:" + self + " -test.run=^$"
 			t.Setenv(metadataProxyEnv, addr) // inherited by QEMU, and so by the guestfwd helper
@@ -119,7 +148,7 @@ func TestDebianImageBoots(t *testing.T) {
 			}
 			const diskMiB = 4096
 			vm.Disk = filepath.Join(vm.Dir, "disk.qcow2")
-			if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", vm.Disk, strconv.Itoa(diskMiB)+"M").CombinedOutput(); err != nil {
+			if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", tc.raw, "-F", "raw", vm.Disk, strconv.Itoa(diskMiB)+"M").CombinedOutput(); err != nil {
 				t.Fatalf("qemu-img create: %v: %s", err, out)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
@@ -145,7 +174,7 @@ func TestDebianImageBoots(t *testing.T) {
 				}
 				t.Logf("%6.1fs %s", time.Since(start).Seconds(), strings.TrimSpace(line))
 			}
-			t.Logf("%s: boot to cloud-init done: %.1fs", fw, time.Since(start).Seconds())
+			t.Logf("%s: boot to cloud-init done: %.1fs", tc.name, time.Since(start).Seconds())
 			m := regexp.MustCompile(`hostname=(\S+) keys=(\d+) rootsize=(\d+)M disk=(\d+) ip=(\S*)`).FindStringSubmatch(report)
 			if m == nil {
 				t.Fatalf("cannot parse %q", report)
@@ -159,11 +188,17 @@ func TestDebianImageBoots(t *testing.T) {
 			if root, _ := strconv.Atoi(m[3]); root < diskMiB-200 || int64(root) <= imageMiB {
 				t.Errorf("root file system is %s MiB on a %d MiB disk (image %d MiB): not grown", m[3], diskMiB, imageMiB)
 			}
-			if m[5] != "10.0.2.15/24" {
-				t.Errorf("eth0 has %q, want QEMU's DHCP lease 10.0.2.15/24", m[5])
+			if m[5] != tc.ip {
+				t.Errorf("eth0 has %q, want %s", m[5], tc.ip)
 			}
-			if log := lab.ReadLog(vm.SerialPath()); strings.Contains(log, "Traceback") {
+			log := lab.ReadLog(vm.SerialPath())
+			if strings.Contains(log, "Traceback") {
 				t.Errorf("cloud-init raised an exception:\n%s", log)
+			}
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, "FAILED") || strings.Contains(l, "Failed to") {
+					t.Errorf("a unit failed: %s", strings.TrimSpace(l))
+				}
 			}
 		})
 	}
@@ -207,11 +242,12 @@ func serveMetadata(t *testing.T, vm lab.VM) string {
 	return ln.Addr().String()
 }
 
-// seedImage points the image's NoCloud seed at url, as an install template
-// does with a writefile action: debugfs rewrites the file inside the root
-// file system (partition 3) of a copy-free raw image, no mount.
-func seedImage(t *testing.T, dir, raw, url string) {
+// seedImage points the image's NoCloud seed at url and adds files, as an
+// install template does with writefile actions: debugfs rewrites them inside
+// the root file system (partition 3) of the raw image, no mount.
+func seedImage(t *testing.T, raw, url string, files map[string]string) {
 	t.Helper()
+	dir := t.TempDir()
 	out, err := exec.Command("sgdisk", "-i", "3", raw).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sgdisk: %v: %s", err, out)
@@ -241,7 +277,15 @@ func seedImage(t *testing.T, dir, raw, url string) {
 	if err := os.WriteFile(cfg, re.ReplaceAll(b, []byte("${1} "+url)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmds := "rm " + path + "\ncd " + filepath.Dir(path) + "\nwrite " + cfg + " " + filepath.Base(path) + "\nsif " + path + " mode 0100644\nsif " + path + " uid 0\nsif " + path + " gid 0\n"
+	var extra strings.Builder
+	for p, content := range files {
+		f := filepath.Join(dir, filepath.Base(p))
+		if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&extra, "cd %s\nwrite %s %s\nsif %s mode 0100644\nsif %s uid 0\nsif %s gid 0\n", filepath.Dir(p), f, filepath.Base(p), p, p, p)
+	}
+	cmds := extra.String() + "rm " + path + "\ncd " + filepath.Dir(path) + "\nwrite " + cfg + " " + filepath.Base(path) + "\nsif " + path + " mode 0100644\nsif " + path + " uid 0\nsif " + path + " gid 0\n"
 	c := exec.Command("debugfs", "-w", "-f", "-", fs)
 	c.Stdin = strings.NewReader(cmds)
 	if out, err := c.CombinedOutput(); err != nil || strings.Contains(string(out), "rror") {

@@ -49,10 +49,10 @@ for d in /usr/lib/grub/i386-pc /usr/lib/grub/x86_64-efi; do
 	[ -d "$d" ] || { echo "debian-image: $d missing (grub-pc-bin, grub-efi-amd64-bin)" >&2; exit 1; }
 done
 
-# The stamp: this script, the package list, the mirror and suite, and the
-# cloud-init defaults. Same stamp and the output is there: nothing to do.
+# The stamp: this script and the files it copies in, the package list, the
+# mirror and suite, and the cloud-init defaults. Same stamp and the output is there: nothing to do.
 mkdir -p "$cache" "$(dirname "$out")"
-stamp=$( { cat "$0"; echo "${packages[*]}" "$mirror" "$suite" "$metadata_url" "$root_free_mib"; } | sha256sum | cut -c1-16)
+stamp=$( { cat "$0" "$here"/debian-image/*; echo "${packages[*]}" "$mirror" "$suite" "$metadata_url" "$root_free_mib"; } | sha256sum | cut -c1-16)
 if [ -f "$out" ] && [ -f "$out.stamp" ] && [ "$(cat "$out.stamp")" = "$stamp" ]; then
 	echo "debian-image: $out is up to date (stamp $stamp)"
 	exit 0

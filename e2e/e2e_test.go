@@ -1,8 +1,10 @@
 // Package e2e holds the end-to-end test: real terraform applies
 // examples/demo against a real provisiond, whose BMCs (ipmi_sim) power QEMU
 // VMs that PXE-boot the agent OS, get the demo OS written to their disks and
-// boot it. Run it with `make e2e` (root, Debian's qemu-system-x86, ipxe,
-// openipmi, ipmitool, ovmf; the agent OS and demo image built).
+// boot it; TestE2EDebian does the same with examples/debian and a real
+// Debian 12. Run them with `make e2e` (root, Debian's qemu-system-x86, ipxe,
+// openipmi, ipmitool, ovmf, openssh-client; the agent OS, demo image and
+// Debian image built).
 package e2e
 
 import (

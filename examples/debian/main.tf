@@ -45,6 +45,9 @@ module "rack" {
   ssh_keys  = var.ssh_keys
   user_data = <<-EOT
     #cloud-config
+    # The image ships no en_US.UTF-8 (cloud-init's default locale on
+    # Debian): without this its locale module fails the boot's status.
+    locale: C.UTF-8
     write_files:
       - path: /var/lib/baremetal/installed-by
         content: "terraform, revision ${var.revision}\n"

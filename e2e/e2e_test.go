@@ -1,8 +1,10 @@
 // Package e2e holds the end-to-end test: real terraform applies
 // examples/demo against a real provisiond, whose BMCs (ipmi_sim) power QEMU
 // VMs that PXE-boot the agent OS, get the demo OS written to their disks and
-// boot it. Run it with `make e2e` (root, Debian's qemu-system-x86, ipxe,
-// openipmi, ipmitool, ovmf; the agent OS and demo image built).
+// boot it; TestE2EDebian does the same with examples/debian and a real
+// Debian 12. Run them with `make e2e` (root, Debian's qemu-system-x86, ipxe,
+// openipmi, ipmitool, ovmf, openssh-client; the agent OS, demo image and
+// Debian image built).
 package e2e
 
 import (
@@ -57,7 +59,7 @@ func TestE2E(t *testing.T) {
 	t.Logf("%6.1fs rack up: namespace %s, %d servers, provisiond serving", since(start), rack.NS.Name, len(rack.Servers))
 	admin := rack.admin(t, ctx)
 
-	tf := newTerraform(t, ctx, rack.Rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir)
+	tf := newTerraform(t, ctx, rack.Rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir, "demo")
 	tf.run("init", "-input=false", "-no-color")
 
 	// 1. Install both servers.
@@ -274,23 +276,23 @@ func checkDisk(t *testing.T, ctx context.Context, image string, s *lab.Server, i
 }
 
 // tfRunner runs the real terraform inside the rack's namespace on a copy of
-// examples/ (demo, modules, templates).
+// examples/ (the configuration, modules, templates).
 type tfRunner struct {
 	t    *testing.T
 	ctx  context.Context
 	ns   *lab.NetNS
 	bin  string
-	dir  string // the demo configuration
+	dir  string // the configuration (examples/demo, examples/debian)
 	env  []string
 	vars map[string]any
 }
 
-func newTerraform(t *testing.T, ctx context.Context, rack *lab.Rack, root, terraform, provider, dir string) *tfRunner {
+func newTerraform(t *testing.T, ctx context.Context, rack *lab.Rack, root, terraform, provider, dir, config string) *tfRunner {
 	t.Helper()
 	work := filepath.Join(dir, "examples")
 	// Only the sources: a `make demo` lab may have left its state and
 	// lab.auto.tfvars.json in examples/demo.
-	for _, sub := range []string{"demo", "modules", "templates"} {
+	for _, sub := range []string{config, "modules", "templates"} {
 		err := filepath.WalkDir(filepath.Join(root, "examples", sub), func(path string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return err
@@ -319,7 +321,7 @@ func newTerraform(t *testing.T, ctx context.Context, rack *lab.Rack, root, terra
 	if err != nil {
 		t.Fatal(err)
 	}
-	tf := &tfRunner{t: t, ctx: ctx, ns: rack.NS, bin: terraform, dir: filepath.Join(work, "demo"),
+	tf := &tfRunner{t: t, ctx: ctx, ns: rack.NS, bin: terraform, dir: filepath.Join(work, config),
 		env: []string{"TF_CLI_CONFIG_FILE=" + rc, "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1", "TF_LOG=info", "TF_LOG_PATH=" + filepath.Join(dir, "terraform.log")},
 		vars: map[string]any{
 			"servers":     rack.TerraformServers(),

@@ -57,11 +57,13 @@ type rackUnderTest struct {
 }
 
 // startRack starts a rack of n servers serving the agent OS and images of
-// root, follows the consoles into dir, and on cleanup dumps provisiond's
+// root (shapes, if any, give servers 1, 2, ... their hardware), follows the consoles into dir, and on cleanup dumps provisiond's
 // log and the consoles when the test failed, then tears the rack down.
-func startRack(t *testing.T, ctx context.Context, root, dir, bin, prefix string, n int, uefi bool) *rackUnderTest {
+func startRack(t *testing.T, ctx context.Context, root, dir, bin, prefix string, n int, uefi bool, shapes ...lab.Shape) *rackUnderTest {
 	t.Helper()
-	return startRackWith(t, ctx, dir, rackConfig(root, dir, bin, prefix, n, uefi))
+	cfg := rackConfig(root, dir, bin, prefix, n, uefi)
+	cfg.Shapes = shapes
+	return startRackWith(t, ctx, dir, cfg)
 }
 
 // rackConfig is the configuration startRack starts.

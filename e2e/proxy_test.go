@@ -105,7 +105,7 @@ func TestE2EProxyDHCP(t *testing.T) {
 			"bmc":   map[string]any{"address": "127.0.0.1", "port": s.BMC.Port, "username": s.BMC.User},
 		}
 	}
-	tf := newTerraform(t, ctx, rack.Rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir)
+	tf := newTerraform(t, ctx, rack.Rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir, "demo")
 	tf.vars["servers"] = servers
 	tf.writeVars()
 	tf.run("init", "-input=false", "-no-color")

@@ -33,6 +33,13 @@ func TestVMArgs(t *testing.T) {
 			want: []string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + OVMFCode, "-drive", "if=pflash,format=raw,unit=1,file=/y/OVMF_VARS.fd",
 				"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02", "-drive", "file=/y/d.qcow2,format=qcow2,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,bootindex=1"},
 		},
+		"uefi nvme disk, e1000e nic": {
+			vm:    VM{Name: "d", Dir: "/w", Firmware: UEFI, Disk: "/w/d.qcow2", DiskDevice: NVMe, Tap: "tap1", NIC: "e1000e", MAC: "52:54:00:00:00:04", MemoryMiB: 1024},
+			order: "c",
+			want: []string{"-m", "1024", "-device", "e1000e,netdev=n0,mac=52:54:00:00:00:04",
+				"-drive", "file=/w/d.qcow2,format=qcow2,if=none,id=d0", "-device", "nvme,serial=d,drive=d0,bootindex=1"},
+			notWant: []string{"virtio-blk-pci,drive=d0,bootindex=1"},
+		},
 		"no nic": {
 			vm:    VM{Name: "c", Dir: "/z", MemoryMiB: 128},
 			order: "c",

@@ -50,13 +50,31 @@ type VM struct {
 	// which asks DHCP for a boot file and fetches it by TFTP as a real
 	// server's UEFI does.
 	NoNICROM bool
-	// Disk is an image file attached as a virtio disk; DiskFormat defaults to
+	// Disk is an image file attached as a virtio disk (or, DiskDevice
+	// NVMe, an NVMe controller with one namespace); DiskFormat defaults to
 	// qcow2. Snapshot discards writes (a read-only base image).
 	Disk       string
 	DiskFormat string
+	DiskDevice DiskDevice
 	Snapshot   bool
 	SerialLog  string // default Dir/serial.log
 	ExtraArgs  []string
+}
+
+// DiskDevice is the controller a VM's disk sits on.
+type DiskDevice string
+
+const (
+	VirtioBlk DiskDevice = "virtio-blk" // virtio-blk-pci: /dev/vda (the default)
+	NVMe      DiskDevice = "nvme"       // QEMU's nvme controller: /dev/nvme0n1
+)
+
+// GuestDisk is the name the guest's kernel gives the disk.
+func (vm VM) GuestDisk() string {
+	if vm.DiskDevice == NVMe {
+		return "/dev/nvme0n1"
+	}
+	return "/dev/vda"
 }
 
 // FirmwareName is "bios" or "uefi".
@@ -187,6 +205,9 @@ func (vm VM) Args(bootOrder string) []string {
 			drive += ",snapshot=on"
 		}
 		dev := "virtio-blk-pci,drive=d0"
+		if vm.DiskDevice == NVMe {
+			dev = "nvme,serial=" + vm.Name + ",drive=d0"
+		}
 		if bootOrder == "c" {
 			dev += ",bootindex=1"
 		}

@@ -36,6 +36,9 @@ type RackConfig struct {
 	Servers  int    // number of servers; server N is UEFI when N is even and UEFI is true
 	UEFI     bool   // make the even-numbered servers UEFI (needs Debian's ovmf)
 	DiskMiB  int    // each server's empty disk (default 256)
+	// Shapes overrides the hardware of server i+1 (Shapes[i]); servers
+	// beyond it, and zero fields, keep the defaults above.
+	Shapes []Shape
 	// Provisiond is the daemon binary; AgentOSDir and ImagesDir what it
 	// serves (see `make agent-os demo-image`).
 	Provisiond, AgentOSDir, ImagesDir string
@@ -46,6 +49,17 @@ type RackConfig struct {
 	// (see the ProxyDHCP end-to-end test): provisiond gives only boot
 	// information.
 	DHCPMode string
+}
+
+// Shape is one server's hardware where it differs from the rack's default:
+// firmware, disk size and controller, NIC model (a QEMU device: "e1000e",
+// default virtio-net-pci) and memory.
+type Shape struct {
+	Firmware   Firmware
+	DiskMiB    int
+	DiskDevice DiskDevice
+	NIC        string
+	MemoryMiB  int
 }
 
 // Rack is a lab rack: a network namespace with a bridge standing for the
@@ -132,10 +146,25 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 			// which gets the script URL at once.
 			vm.Firmware, vm.NoNICROM = UEFI, true
 		}
+		diskMiB := cfg.DiskMiB
+		if i <= len(cfg.Shapes) {
+			sh := cfg.Shapes[i-1]
+			if sh.Firmware != "" {
+				vm.Firmware = sh.Firmware
+				// OVMF drives only virtio NICs itself; another model needs
+				// its option ROM (QEMU's efi-e1000e.rom, as an Intel NIC
+				// carries its UEFI driver in flash).
+				vm.NoNICROM = sh.Firmware == UEFI && (sh.NIC == "" || sh.NIC == "virtio-net-pci")
+			}
+			if sh.DiskMiB > 0 {
+				diskMiB = sh.DiskMiB
+			}
+			vm.DiskDevice, vm.NIC, vm.MemoryMiB = sh.DiskDevice, sh.NIC, sh.MemoryMiB
+		}
 		if err := os.MkdirAll(vm.Dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := CreateDisk(ctx, vm.Disk, cfg.DiskMiB); err != nil {
+		if err := CreateDisk(ctx, vm.Disk, diskMiB); err != nil {
 			return nil, err
 		}
 		s.BMC = &BMC{VM: vm, Port: 9000 + i, User: "admin", Password: r.BMCPassword}
@@ -196,7 +225,7 @@ func (r *Rack) TerraformServers() map[string]any {
 			"address": s.Address,
 			"gateway": RackAddress,
 			"uefi":    s.BMC.VM.Firmware == UEFI,
-			"disks":   []string{"/dev/vda"},
+			"disks":   []string{s.BMC.VM.GuestDisk()},
 			"bmc":     map[string]any{"address": "127.0.0.1", "port": s.BMC.Port, "username": s.BMC.User},
 		}
 	}

@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 		serveMetadataConn(os.Stdin, os.Stdout)
 		os.Exit(0)
 	}
+	if addr := os.Getenv(metadataProxyEnv); addr != "" {
+		proxyConn(addr)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

@@ -48,6 +48,7 @@ resource "baremetal_machine" "server" {
   user_data  = var.user_data
   ssh_keys   = var.ssh_keys
   wipe       = var.wipe
+  wait_for   = var.wait_for
 
   timeouts {
     create = var.timeouts.create

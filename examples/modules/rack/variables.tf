@@ -63,6 +63,12 @@ variable "wipe" {
   default     = "quick"
 }
 
+variable "wait_for" {
+  description = "What create waits for: installed, or os_ready (the installed OS phoned home). Null: the provider's default (os_ready when user_data or the template mention /phone-home)."
+  type        = string
+  default     = null
+}
+
 variable "timeouts" {
   description = "How long a machine may take to install, change and reclaim."
   type = object({

@@ -264,7 +264,7 @@ func (e *Engine) Provision(ctx context.Context, m store.Machine) (store.Machine,
 		if err != nil {
 			return store.Machine{}, fmt.Errorf("provision %s: %w", m.HardwareID, err)
 		}
-		e.m.started.WithLabelValues(store.KindProvision).Inc()
+		e.m.started.WithLabelValues(string(store.KindProvision)).Inc()
 		e.log.InfoContext(ctx, "provision started", "hardware", m.HardwareID, "workflow", w.ID, "template", tplName, "actions", len(w.Actions))
 		e.start(w.ID)
 		return m, nil
@@ -341,7 +341,7 @@ func (e *Engine) provisionOnce(ctx context.Context, m *store.Machine) (store.Wor
 		if err := tx.PutMachine(*m); err != nil {
 			return err
 		}
-		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hw.ID, Type: "state", State: w.State,
+		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hw.ID, Type: store.EventState, State: string(w.State),
 			Message: fmt.Sprintf("provision workflow created from template %q: %d action(s)", tpl2.Name, len(w.Actions))})
 		return err
 	})
@@ -370,7 +370,7 @@ func (e *Engine) Deprovision(ctx context.Context, hardwareID, wipe string) (stor
 			e.poke(cancelled)
 		}
 		if w.ID != "" {
-			e.m.started.WithLabelValues(store.KindDeprovision).Inc()
+			e.m.started.WithLabelValues(string(store.KindDeprovision)).Inc()
 			e.log.InfoContext(ctx, "deprovision started", "hardware", hardwareID, "workflow", w.ID, "wipe", mode, "cancelled", cancelled)
 			e.start(w.ID)
 		}
@@ -438,7 +438,7 @@ func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested stri
 			if err := tx.PutWorkflow(cur); err != nil {
 				return err
 			}
-			if _, err := tx.AppendEvent(store.Event{WorkflowID: cur.ID, HardwareID: hardwareID, Type: "state", State: cur.State, Message: cur.Error}); err != nil {
+			if _, err := tx.AppendEvent(store.Event{WorkflowID: cur.ID, HardwareID: hardwareID, Type: store.EventState, State: string(cur.State), Message: cur.Error}); err != nil {
 				return err
 			}
 			cancelled = cur.ID
@@ -460,7 +460,7 @@ func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested stri
 		if err := tx.PutMachine(m); err != nil {
 			return err
 		}
-		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: "state", State: w.State,
+		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: store.EventState, State: string(w.State),
 			Message: fmt.Sprintf("deprovision workflow created: wipe %s", wipe)})
 		return err
 	})
@@ -574,7 +574,7 @@ func (e *Engine) MintAgentToken(ctx context.Context, hardwareID string) (workflo
 		if err := tx.PutWorkflow(w); err != nil {
 			return err
 		}
-		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: "state", State: w.State, Message: msg})
+		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: store.EventState, State: string(w.State), Message: msg})
 		return err
 	})
 	if err != nil {
@@ -652,7 +652,7 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 	now := e.now()
 	var out Assignment
 	var started bool
-	var kind string
+	var kind store.Kind
 	var created time.Time
 	if err := e.checkToken(ctx, token); err != nil {
 		return Assignment{}, fmt.Errorf("next action: %w", err)
@@ -688,7 +688,7 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 		var events []store.Event
 		if w.State == store.StateBooting {
 			w.State, w.StartedAt, started = store.StateRunning, now, true
-			events = append(events, store.Event{Type: "state", State: w.State, Message: "agent called in"})
+			events = append(events, store.Event{Type: store.EventState, State: string(w.State), Message: "agent called in"})
 		}
 		w.LastHeartbeat, w.TokenUsed = now, true
 		next := -1
@@ -707,7 +707,7 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 				msg = "handed to the agent again: it asked for work while this action ran"
 			}
 			a.State, a.Attempt, a.StartedAt, a.FinishedAt, a.Message = store.StateRunning, a.Attempt+1, now, time.Time{}, ""
-			events = append(events, store.Event{Type: "action", State: a.State, Task: a.Task, Action: a.Name,
+			events = append(events, store.Event{Type: store.EventAction, State: string(a.State), Task: a.Task, Action: a.Name,
 				Message: fmt.Sprintf("%s (attempt %d of %d)", msg, a.Attempt, a.Retries+1)})
 			cp := *a
 			out.Index, out.Action = next, &cp
@@ -721,7 +721,7 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 		return Assignment{}, fmt.Errorf("next action: %w", err)
 	}
 	if started {
-		e.m.boot.WithLabelValues(kind).Observe(now.Sub(created).Seconds())
+		e.m.boot.WithLabelValues(string(kind)).Observe(now.Sub(created).Seconds())
 	}
 	e.touch(out.WorkflowID)
 	e.poke(out.WorkflowID)
@@ -754,7 +754,7 @@ type Report struct {
 	Index      int
 	Task       string
 	Action     string
-	State      string
+	State      store.State
 	Message    string
 	OutputTail string
 	StartedAt  time.Time
@@ -771,7 +771,10 @@ const MaxOutputTail = 8 << 10
 // ends with the action's error. Repeating the final report is harmless.
 func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error {
 	now := e.now()
-	var ended, kind string
+	var (
+		ended store.State
+		kind  store.Kind
+	)
 	var created time.Time
 	var wfID, hwID, action string
 	if err := e.checkToken(ctx, token); err != nil {
@@ -811,7 +814,7 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 		if r.OutputTail != "" {
 			a.OutputTail = tail(r.OutputTail, MaxOutputTail)
 		}
-		ev := store.Event{Type: "action", Task: a.Task, Action: a.Name, State: r.State, Message: a.Message}
+		ev := store.Event{Type: store.EventAction, Task: a.Task, Action: a.Name, State: string(r.State), Message: a.Message}
 		switch r.State {
 		case store.StateRunning:
 			if !r.StartedAt.IsZero() {
@@ -820,10 +823,10 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 			return putWithEvents(tx, w, ev)
 		case store.StateSucceeded:
 			a.State, a.FinishedAt = store.StateSucceeded, finishedAt(r, now)
-			e.m.actions.WithLabelValues(a.Image, store.StateSucceeded).Inc()
+			e.m.actions.WithLabelValues(a.Image, string(store.StateSucceeded)).Inc()
 			return putWithEvents(tx, w, ev)
 		case store.StateFailed, store.StateTimedOut:
-			e.m.actions.WithLabelValues(a.Image, r.State).Inc()
+			e.m.actions.WithLabelValues(a.Image, string(r.State)).Inc()
 			evs := e.actionFailed(&w, r.Index, r.State, a.Message, now)
 			ended = w.State
 			if !store.Terminal(ended) {
@@ -841,7 +844,7 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 		if r.State != store.StateSucceeded {
 			lvl = slog.LevelWarn
 		}
-		e.log.Log(ctx, lvl, "action "+strings.ReplaceAll(r.State, "_", " "), "workflow", wfID, "hardware", hwID, "action", action, "message", bound(r.Message, 200))
+		e.log.Log(ctx, lvl, "action "+strings.ReplaceAll(string(r.State), "_", " "), "workflow", wfID, "hardware", hwID, "action", action, "message", bound(r.Message, 200))
 	}
 	if ended != "" {
 		e.finished(kind, ended, created)
@@ -860,12 +863,12 @@ func finishedAt(r Report, now time.Time) time.Time {
 
 // actionFailed retries action i or ends the workflow; it returns the
 // events to log with the change.
-func (e *Engine) actionFailed(w *store.Workflow, i int, state, msg string, now time.Time) []store.Event {
+func (e *Engine) actionFailed(w *store.Workflow, i int, state store.State, msg string, now time.Time) []store.Event {
 	a := &w.Actions[i]
 	if a.Attempt <= a.Retries {
 		a.State = store.StatePending
-		return []store.Event{{Type: "action", Task: a.Task, Action: a.Name, State: store.StatePending,
-			Message: fmt.Sprintf("attempt %d of %d %s; it runs again", a.Attempt, a.Retries+1, strings.ReplaceAll(state, "_", " "))}}
+		return []store.Event{{Type: store.EventAction, Task: a.Task, Action: a.Name, State: string(store.StatePending),
+			Message: fmt.Sprintf("attempt %d of %d %s; it runs again", a.Attempt, a.Retries+1, strings.ReplaceAll(string(state), "_", " "))}}
 	}
 	a.State, a.FinishedAt = state, now
 	w.State, w.FinishedAt = state, now
@@ -880,7 +883,7 @@ func (e *Engine) actionFailed(w *store.Workflow, i int, state, msg string, now t
 	if a.OutputTail != "" {
 		w.Error += "\n--- output (tail) ---\n" + tail(a.OutputTail, 2048)
 	}
-	return []store.Event{{Type: "state", State: w.State, Message: w.Error}}
+	return []store.Event{{Type: store.EventState, State: string(w.State), Message: w.Error}}
 }
 
 // Heartbeat records that the agent lives. It reports true when the agent
@@ -955,7 +958,7 @@ func (e *Engine) AppendLog(ctx context.Context, token string, index int, data []
 		if a.LogAttempt != a.Attempt {
 			a.LogAttempt, a.LogBytes, a.LogDropped = a.Attempt, 0, 0
 		}
-		ev := store.Event{Type: "log", Task: a.Task, Action: a.Name}
+		ev := store.Event{Type: store.EventLog, Task: a.Task, Action: a.Name}
 		if a.LogBytes < MaxActionLog {
 			ev.Message = tail(strings.ToValidUTF8(string(data), "\uFFFD"), MaxLogChunk)
 			a.LogBytes += int64(len(ev.Message))
@@ -1007,9 +1010,9 @@ func tail(s string, n int) string {
 	return strings.ToValidUTF8(s[len(s)-n:], "")
 }
 
-func (e *Engine) finished(kind, state string, created time.Time) {
-	e.m.finished.WithLabelValues(kind, state).Inc()
+func (e *Engine) finished(kind store.Kind, state store.State, created time.Time) {
+	e.m.finished.WithLabelValues(string(kind), string(state)).Inc()
 	if !created.IsZero() {
-		e.m.duration.WithLabelValues(kind, state).Observe(e.now().Sub(created).Seconds())
+		e.m.duration.WithLabelValues(string(kind), string(state)).Observe(e.now().Sub(created).Seconds())
 	}
 }

@@ -117,16 +117,10 @@ func (r *Runner) Run(ctx context.Context) (string, error) {
 			r.mu.Unlock()
 		}
 		if resp.GetDone() {
-			then := resp.GetThen()
-			switch then {
-			case "reboot", "poweroff", "kexec":
-				// kexec: the workflow ended in a kexec action whose
-				// acknowledgement this agent missed (its report was
-				// retried after provisiond had recorded it); the
-				// kernel is still loaded.
-			default:
-				then = "none"
-			}
+			// kexec: the workflow ended in a kexec action whose
+			// acknowledgement this agent missed (its report was retried
+			// after provisiond had recorded it); the kernel is still loaded.
+			then := thenOf(resp)
 			r.log.Info("workflow done", "workflow", resp.GetWorkflowId(), "then", then)
 			return then, nil
 		}
@@ -144,6 +138,28 @@ func (r *Runner) Run(ctx context.Context) (string, error) {
 			return then, nil
 		}
 	}
+}
+
+// thenOf says what to do once the workflow is done: "reboot", "poweroff",
+// "kexec" or "none". It reads the on_done enum first and falls back to the
+// deprecated string field, which is all that an older provisiond sends;
+// anything it does not know is "none".
+func thenOf(resp *pb.GetActionResponse) string {
+	switch resp.GetOnDone() {
+	case pb.Then_THEN_NONE:
+		return "none"
+	case pb.Then_THEN_REBOOT:
+		return "reboot"
+	case pb.Then_THEN_POWEROFF:
+		return "poweroff"
+	case pb.Then_THEN_KEXEC:
+		return "kexec"
+	}
+	switch then := resp.GetThen(); then {
+	case "reboot", "poweroff", "kexec":
+		return then
+	}
+	return "none"
 }
 
 // runAction runs one action and reports it. It returns the action's Then

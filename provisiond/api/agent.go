@@ -98,6 +98,15 @@ func (s *AgentService) agentError(ctx context.Context, method string, err error)
 	return status.Errorf(code, "%s: %v", method, err)
 }
 
+// thenToPB maps the engine's Then to the API's; "" (not done) maps to
+// THEN_UNSPECIFIED.
+var thenToPB = map[workflow.Then]pb.Then{
+	workflow.ThenNone:     pb.Then_THEN_NONE,
+	workflow.ThenReboot:   pb.Then_THEN_REBOOT,
+	workflow.ThenPoweroff: pb.Then_THEN_POWEROFF,
+	workflow.ThenKexec:    pb.Then_THEN_KEXEC,
+}
+
 // GetAction hands the agent its next action, or tells it the workflow is done.
 func (s *AgentService) GetAction(ctx context.Context, req *pb.GetActionRequest) (*pb.GetActionResponse, error) {
 	tok, err := s.token(ctx, "GetAction")
@@ -108,7 +117,11 @@ func (s *AgentService) GetAction(ctx context.Context, req *pb.GetActionRequest) 
 	if err != nil {
 		return nil, s.agentError(ctx, "get action", err)
 	}
-	out := &pb.GetActionResponse{WorkflowId: as.WorkflowID, Done: as.Done, Then: as.Then}
+	// Then, the deprecated string, goes too: agents older than OnDone
+	// read only it.
+	out := &pb.GetActionResponse{WorkflowId: as.WorkflowID, Done: as.Done, OnDone: thenToPB[as.Then],
+		Then: string(as.Then), //nolint:staticcheck // deprecated, still sent for older agents
+	}
 	if a := as.Action; a != nil {
 		out.Action = &pb.Action{
 			Task: a.Task, Name: a.Name, Image: a.Image, TimeoutSeconds: int64(a.Timeout / time.Second),

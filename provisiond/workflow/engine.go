@@ -640,10 +640,24 @@ type Assignment struct {
 	Index  int
 	Action *store.Action
 	// Done: the workflow has ended (or all actions succeeded); Then says
-	// what the agent does: "reboot", "poweroff" or "none" (the BMC will).
+	// what the agent does.
 	Done bool
-	Then string
+	Then Then
 }
+
+// Then is what the agent does once a workflow is done. Its string value
+// is what the Agent API's deprecated string field carries.
+type Then string
+
+// What the agent does when done.
+const (
+	// ThenNone: nothing; provisiond resets the machine through its BMC.
+	ThenNone     Then = "none"
+	ThenReboot   Then = "reboot"
+	ThenPoweroff Then = "poweroff"
+	// ThenKexec: boot the kernel that the kexec action loaded.
+	ThenKexec Then = "kexec"
+)
 
 // NextAction hands the agent its next action and marks it running. The
 // first call moves a booting workflow to running. An action handed out
@@ -676,7 +690,7 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 		if store.Terminal(w.State) {
 			out.Done, out.Then = true, e.then(hw, w)
 			if w.State != store.StateSucceeded {
-				out.Then = "none"
+				out.Then = ThenNone
 			}
 			// The agent has its last answer: the token dies now.
 			w.TokenHash, w.TokenUsed = nil, false
@@ -734,17 +748,17 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 // template that ends in kexec has the agent boot the kernel it loaded,
 // BMC or not (provisiond does not reset it); one that ends in poweroff
 // has it power off rather than reboot.
-func (e *Engine) then(hw store.Hardware, w store.Workflow) string {
+func (e *Engine) then(hw store.Hardware, w store.Workflow) Then {
 	end := ending(w)
 	switch {
 	case end == actionspec.Kexec:
-		return "kexec"
+		return ThenKexec
 	case managed(hw):
-		return "none"
+		return ThenNone
 	case w.Kind == store.KindDeprovision || end == actionspec.Poweroff:
-		return "poweroff"
+		return ThenPoweroff
 	}
-	return "reboot"
+	return ThenReboot
 }
 
 func managed(hw store.Hardware) bool { return hw.BMC.Driver != "" && hw.BMC.Driver != "manual" }

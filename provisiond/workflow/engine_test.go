@@ -976,7 +976,7 @@ func TestEndingActions(t *testing.T) {
 	tests := map[string]struct {
 		end, driver string
 		wantCalls   []string
-		wantThen    string
+		wantThen    Then
 		wantEvent   string
 	}{
 		"kexec with a BMC": {end: "kexec", driver: "ipmi", wantThen: "kexec",

@@ -246,7 +246,8 @@ func (r *Runner) runAction(ctx context.Context, wf string, a *pb.Action) (string
 
 // reportFailed decides what a refused report means: the workflow moved on
 // without us (cancelled, timed out: provisiond tells us on the next
-// GetAction), or the agent is not allowed at all.
+// GetAction), or the agent is not allowed at all. A CANCELLED report, sent
+// only after Heartbeat said so, is accepted by provisiond.
 func (r *Runner) reportFailed(log *slog.Logger, err error) error {
 	switch status.Code(errors.Unwrap(err)) {
 	case codes.FailedPrecondition, codes.NotFound, codes.InvalidArgument, codes.Aborted:

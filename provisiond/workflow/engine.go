@@ -801,6 +801,10 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 			return err
 		}
 		wfID, hwID, kind, created = w.ID, w.HardwareID, w.Kind, w.CreatedAt
+		if r.State == store.StateCancelled {
+			action, err = ackCancelled(tx, w, r)
+			return err
+		}
 		if store.Terminal(w.State) || w.State != store.StateRunning {
 			return fmt.Errorf("workflow %s is %s: %w", w.ID, w.State, ErrNotReady)
 		}
@@ -848,7 +852,7 @@ func (e *Engine) ReportAction(ctx context.Context, token string, r Report) error
 			}
 			return putWithEvents(tx, w, append([]store.Event{ev}, evs...)...)
 		}
-		return fmt.Errorf("%w: report state %q: want running, succeeded, failed or timed_out", ErrInvalid, r.State)
+		return fmt.Errorf("%w: report state %q: want running, succeeded, failed, timed_out or (once provisiond cancelled it) cancelled", ErrInvalid, r.State)
 	})
 	if err != nil {
 		return fmt.Errorf("report action %d: %w", r.Index, err)
@@ -877,6 +881,32 @@ func finishedAt(r Report, now time.Time) time.Time {
 
 // actionFailed retries action i or ends the workflow; it returns the
 // events to log with the change.
+// ackCancelled takes an agent's report that it stopped an action because
+// provisiond said so (Heartbeat's "cancelled"): it is accepted once the
+// workflow has ended or the engine has cancelled that action, and recorded
+// as an event; the workflow itself is not changed. An agent cannot cancel
+// an action of a live workflow on its own: that report is refused.
+func ackCancelled(tx *store.Tx, w store.Workflow, r Report) (action string, err error) {
+	if r.Index < 0 || r.Index >= len(w.Actions) {
+		return "", fmt.Errorf("%w: action index %d out of range (%d actions)", ErrInvalid, r.Index, len(w.Actions))
+	}
+	a := w.Actions[r.Index]
+	if (r.Task != "" && r.Task != a.Task) || (r.Action != "" && r.Action != a.Name) {
+		return "", fmt.Errorf("%w: action %d is %s/%s, not %s/%s", ErrInvalid, r.Index, a.Task, a.Name, r.Task, r.Action)
+	}
+	if !store.Terminal(w.State) && a.State != store.StateCancelled {
+		return "", fmt.Errorf("%w: action %s/%s reported cancelled, but workflow %s is %s and the action %s: only provisiond cancels",
+			ErrInvalid, a.Task, a.Name, w.ID, w.State, a.State)
+	}
+	msg := "the agent stopped the action: workflow " + string(w.State)
+	if r.Message != "" {
+		msg += ": " + bound(r.Message, 1024)
+	}
+	_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: w.HardwareID, Type: store.EventAction, Task: a.Task, Action: a.Name,
+		State: string(store.StateCancelled), Message: msg})
+	return a.Task + "/" + a.Name, err
+}
+
 func (e *Engine) actionFailed(w *store.Workflow, i int, state store.State, msg string, now time.Time) []store.Event {
 	a := &w.Actions[i]
 	if a.Attempt <= a.Retries {

@@ -1070,3 +1070,53 @@ func TestKexecLoadFails(t *testing.T) {
 		t.Errorf("netboot after failure = %+v, want on", hw.Netboot)
 	}
 }
+
+// TestCancelledReport: an agent that stopped its action because provisiond
+// said so reports STATE_CANCELLED; that is accepted (and recorded) once the
+// workflow has ended, and refused while the workflow and action still run.
+func TestCancelledReport(t *testing.T) {
+	opts := testOptions()
+	opts.HeartbeatTimeout = 400 * time.Millisecond
+	h := newHarness(t, opts)
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) store.State { return "hang" }}
+	as, err := ag.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled := Report{Index: as.Index, Task: as.Action.Task, Action: as.Action.Name, State: store.StateCancelled, Message: "stopped"}
+
+	// While the action runs, only provisiond cancels.
+	if err := h.eng.ReportAction(context.Background(), ag.token, cancelled); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("cancelled report of a running action: err = %v, want ErrInvalid", err)
+	}
+	// Once the engine has ended the workflow (the agent went silent), the
+	// report is an acknowledgement.
+	h.waitFor(id, "heartbeat failure", stateIs(store.StateFailed))
+	if err := h.eng.ReportAction(context.Background(), ag.token, cancelled); err != nil {
+		t.Fatalf("cancelled report after the workflow ended: %v", err)
+	}
+	evs, err := store.Read(context.Background(), h.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(id, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := evs[len(evs)-1]
+	want := store.Event{Seq: last.Seq, Time: last.Time, WorkflowID: id, HardwareID: "n1", Type: store.EventAction, State: string(store.StateCancelled),
+		Task: as.Action.Task, Action: as.Action.Name, Message: "the agent stopped the action: workflow failed: stopped"}
+	if diff := cmp.Diff(want, last); diff != "" {
+		t.Errorf("last event (-want +got):\n%s", diff)
+	}
+	w, err := h.st.GetWorkflow(context.Background(), id)
+	if err != nil || w.State != store.StateFailed || w.Actions[as.Index].State != store.StateCancelled {
+		t.Errorf("workflow after the report: %s, action %s, %v; want it unchanged (failed, cancelled)", w.State, w.Actions[as.Index].State, err)
+	}
+	// A wrong action index is still refused.
+	bad := cancelled
+	bad.Index = 99
+	if err := h.eng.ReportAction(context.Background(), ag.token, bad); !errors.Is(err, ErrInvalid) {
+		t.Errorf("cancelled report of action 99: err = %v, want ErrInvalid", err)
+	}
+}

@@ -3019,11 +3019,14 @@ func (x *GetActionResponse) GetOnDone() Then {
 }
 
 type ReportActionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkflowId    string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
-	Index         int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	Task          string                 `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
-	Action        string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkflowId string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	Index      int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Task       string                 `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	Action     string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// RUNNING, SUCCEEDED, FAILED or TIMED_OUT; CANCELLED acknowledges that
+	// the agent stopped the action because provisiond cancelled it (Heartbeat
+	// said so), and is refused while the workflow and the action still run.
 	State         State                  `protobuf:"varint,5,opt,name=state,proto3,enum=baremetal.v1.State" json:"state,omitempty"`
 	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
 	OutputTail    string                 `protobuf:"bytes,7,opt,name=output_tail,json=outputTail,proto3" json:"output_tail,omitempty"`

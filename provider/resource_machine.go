@@ -500,13 +500,13 @@ func logEvent(ctx context.Context, ev *pb.Event) {
 		fields["action"] = ev.GetAction()
 	}
 	switch ev.GetType() {
-	case "action":
+	case client.EventAction:
 		msg := fmt.Sprintf("action %s %s", ev.GetAction(), stateName(ev.GetState()))
 		if ev.GetMessage() != "" {
 			msg += ": " + ev.GetMessage()
 		}
 		tflog.Info(ctx, msg, fields)
-	case "log":
+	case client.EventLog:
 		tflog.Debug(ctx, ev.GetMessage(), fields)
 	default:
 		msg := ev.GetType()

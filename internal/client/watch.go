@@ -12,9 +12,16 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// EventOSReady is the type of the event provisiond logs when the installed
-// OS of a provision workflow phones home.
-const EventOSReady = "os_ready"
+// Event types (Event.type on the wire; provisiond's store.EventType).
+const (
+	EventState    = "state"    // a workflow changed state
+	EventAction   = "action"   // an action changed state
+	EventLog      = "log"      // output of an action
+	EventPower    = "power"    // a power or boot-device change
+	EventOperator = "operator" // something an operator did or must do
+	// EventOSReady: the installed OS of a provision workflow phoned home.
+	EventOSReady = "os_ready"
+)
 
 // Watch says which workflow Follow follows, and how.
 type Watch struct {

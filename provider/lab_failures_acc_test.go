@@ -111,9 +111,19 @@ func waitMachine(ctx context.Context, c pb.AdminClient, hwID, what string, done 
 	}
 }
 
-// ended is a waitMachine condition: the machine's workflow is over.
-func ended(pm *pb.Machine, err error) bool {
-	return err == nil && terminal(pm.GetWorkflow().GetState())
+// followToEnd follows the workflow that provisioned pm until it ends, with
+// the loop the provider runs (client.Follow: a broken stream, a provisiond
+// restart, is followed again), and returns the machine as provisiond then
+// tells it.
+func followToEnd(ctx context.Context, c pb.AdminClient, pm *pb.Machine) (*pb.Machine, error) {
+	w := pm.GetWorkflow()
+	f, err := client.Follow(ctx, c, client.Watch{HardwareID: pm.GetHardwareId(), WorkflowID: w.GetId(), RetryWait: 100 * time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("following workflow %s of %s: %w; last seen: workflow %s", w.GetId(), pm.GetHardwareId(), err, describe(f.Workflow))
+	}
+	return waitMachine(ctx, c, pm.GetHardwareId(), "the machine's answer", func(got *pb.Machine, err error) bool {
+		return err == nil && got.GetWorkflow().GetId() == w.GetId() && terminal(got.GetWorkflow().GetState())
+	})
 }
 
 // describe sums up a workflow for failure messages.
@@ -267,7 +277,7 @@ func TestAccLabBadImageURL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
-	provisionLab(ctx, t, c, m, failTemplate(`      - name: stream-image
+	prov := provisionLab(ctx, t, c, m, failTemplate(`      - name: stream-image
         image: image2disk
         timeout: 30
         retries: 2
@@ -279,7 +289,7 @@ func TestAccLabBadImageURL(t *testing.T) {
         timeout: 10
         command: ["true"]
 `), map[string]string{"url": images.URL + "/os/missing.img"})
-	pm, err := waitMachine(ctx, c, m.ID, "the end of the workflow", ended)
+	pm, err := followToEnd(ctx, c, prov)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +337,7 @@ func TestAccLabChecksumMismatch(t *testing.T) {
 	// The digest of another version: the mistake of a template that
 	// points at a new image with the old checksum.
 	other := sha256.Sum256(labImage("v2"))
-	provisionLab(ctx, t, c, m, failTemplate(`      - name: stream-image
+	prov := provisionLab(ctx, t, c, m, failTemplate(`      - name: stream-image
         image: image2disk
         timeout: 30
         environment:
@@ -339,7 +349,7 @@ func TestAccLabChecksumMismatch(t *testing.T) {
         timeout: 10
         command: ["true"]
 `), map[string]string{"sha256": hex.EncodeToString(other[:])})
-	pm, err := waitMachine(ctx, c, m.ID, "the end of the workflow", ended)
+	pm, err := followToEnd(ctx, c, prov)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +396,7 @@ func TestAccLabActionTimeout(t *testing.T) {
 	c := adminClient(t, l.Endpoint, l.Token, l.PKI.CACert)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	provisionLab(ctx, t, c, m, failTemplate(`      - name: hang
+	prov := provisionLab(ctx, t, c, m, failTemplate(`      - name: hang
         image: exec
         timeout: 2
         command: ["sleep", "30"]
@@ -403,7 +413,7 @@ func TestAccLabActionTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm, err := waitMachine(ctx, c, m.ID, "the end of the workflow", ended)
+	pm, err := followToEnd(ctx, c, prov)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +457,7 @@ func TestAccLabAgentKilled(t *testing.T) {
 	c := adminClient(t, l.Endpoint, l.Token, l.PKI.CACert)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	provisionLab(ctx, t, c, m, failTemplate(`      - name: hold
+	prov := provisionLab(ctx, t, c, m, failTemplate(`      - name: hold
         image: exec
         timeout: 60
         command: ["sleep", "30"]
@@ -474,7 +484,7 @@ func TestAccLabAgentKilled(t *testing.T) {
 	if err := waitGone(gctx, sleep); err != nil {
 		t.Errorf("the action's process outlived the agent: %v", err)
 	}
-	pm, err := waitMachine(ctx, c, m.ID, "the end of the workflow", ended)
+	pm, err := followToEnd(ctx, c, prov)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +579,7 @@ func TestAccLabProvisiondKilled(t *testing.T) {
 	const marker = "written-after-the-restart"
 	start := time.Now()
 	mark := func(what string) { t.Logf("%-40s %6.2fs", what, time.Since(start).Seconds()) }
-	provisionLab(ctx, t, c, m, `version: "0.1"
+	prov := provisionLab(ctx, t, c, m, `version: "0.1"
 name: lab-restart
 global_timeout: 300
 tasks:
@@ -626,7 +636,7 @@ tasks:
 	}
 	mark("provisiond started again")
 
-	pm, err := waitMachine(ctx, c, m.ID, "the end of the workflow", ended)
+	pm, err := followToEnd(ctx, c, prov)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -32,6 +31,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/client"
 	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 )
 
@@ -311,13 +311,7 @@ func stateName(s pb.State) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "STATE_"))
 }
 
-func terminal(s pb.State) bool {
-	switch s {
-	case pb.State_STATE_SUCCEEDED, pb.State_STATE_FAILED, pb.State_STATE_TIMED_OUT, pb.State_STATE_CANCELLED:
-		return true
-	}
-	return false
-}
+func terminal(s pb.State) bool { return client.Terminal(s) }
 
 // failedAction returns the action that failed or timed out, if any.
 func failedAction(w *pb.Workflow) *pb.ActionStatus {
@@ -438,102 +432,37 @@ func failureDetail(what string, w *pb.Workflow) string {
 }
 
 // follow streams the events of a workflow into the Terraform log until
-// the workflow ends, and returns its final snapshot. A broken stream (a
-// provisiond restart) is followed again until ctx ends.
+// the workflow ends, and returns its final snapshot (client.Follow: a
+// broken stream, a provisiond restart, is followed again until ctx ends).
 // For a deprovision workflow, the machine being gone means it succeeded.
 // With untilReady, a provision that succeeded is followed further, until
 // its installed OS phones home (an "os_ready" event, or os_ready_at on the
 // machine); ready says whether it did.
 func (r *machineResource) follow(ctx context.Context, hardwareID, workflowID string, deprovision, untilReady bool) (w *pb.Workflow, ready bool, err error) {
-	var lastSeq uint64
-	var last *pb.Workflow
 	lastState := pb.State_STATE_UNSPECIFIED
-	// done: nothing more to wait for.
-	done := func(w *pb.Workflow) bool {
-		return terminal(w.GetState()) && (!untilReady || ready || w.GetState() != pb.State_STATE_SUCCEEDED)
-	}
 	stopProgress := func() {}
 	defer func() { stopProgress() }()
-	waiting := false
-	waitOS := func(w *pb.Workflow) {
-		if waiting || !untilReady || ready || w.GetState() != pb.State_STATE_SUCCEEDED {
-			return
-		}
-		waiting = true
-		fields := map[string]any{"workflow_id": workflowID, "hardware_id": hardwareID}
-		tflog.Info(ctx, "installed: waiting for the installed OS to phone home (wait_for = \"os_ready\")", fields)
-		stopProgress = progress(ctx, r.progressEvery, "still waiting for the installed OS to phone home", fields)
-	}
-	for {
-		stream, err := r.client.WatchMachine(ctx, &pb.WatchMachineRequest{HardwareId: hardwareID, WorkflowId: workflowID, UntilOsReady: untilReady})
-		for err == nil {
-			var ev *pb.Event
-			ev, err = stream.Recv()
-			if err != nil {
-				break
-			}
-			if ev.GetSeq() != 0 && ev.GetSeq() <= lastSeq {
-				continue // replayed after a reconnect
-			}
-			lastSeq = ev.GetSeq()
+	f, err := client.Follow(ctx, r.client, client.Watch{
+		HardwareID: hardwareID, WorkflowID: workflowID, Deprovision: deprovision, UntilOSReady: untilReady, RetryWait: r.retryWait,
+		OnEvent: func(ev *pb.Event) error {
 			logEvent(ctx, ev)
-			if ev.GetType() == eventOSReady {
-				ready = true
+			if w := ev.GetWorkflow(); w != nil && w.GetState() != lastState {
+				lastState = w.GetState()
+				tflog.Info(ctx, "workflow "+stateName(lastState), map[string]any{"workflow_id": w.GetId(), "hardware_id": hardwareID})
 			}
-			if w := ev.GetWorkflow(); w != nil {
-				last = w
-				if w.GetState() != lastState {
-					lastState = w.GetState()
-					tflog.Info(ctx, "workflow "+stateName(lastState), map[string]any{"workflow_id": w.GetId(), "hardware_id": hardwareID})
-				}
-				if done(w) {
-					return w, ready, nil
-				}
-				waitOS(w)
-			}
-		}
-		if ctx.Err() != nil {
-			return last, ready, ctx.Err()
-		}
-		if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Unavailable && (!deprovision || !isNotFound(err)) {
-			return last, ready, fmt.Errorf("watch workflow %s: %w", workflowID, err)
-		}
-		// The stream ended or broke: ask where the workflow is.
-		m, gerr := r.client.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: hardwareID})
-		switch {
-		case gerr == nil && m.GetWorkflow().GetId() == workflowID && terminal(m.GetWorkflow().GetState()):
-			ready = ready || m.GetOsReadyAt() != nil
-			if done(m.GetWorkflow()) {
-				return m.GetWorkflow(), ready, nil
-			}
-			// A provisiond without until_os_ready ends the stream here:
-			// this then polls every retryWait.
-			last = m.GetWorkflow()
-			waitOS(last)
-		case gerr == nil && untilReady && m.GetWorkflow().GetId() != workflowID:
-			return last, ready, fmt.Errorf("machine %s moved on to workflow %s while Terraform waited for the OS installed by workflow %s to phone home", hardwareID, m.GetWorkflow().GetId(), workflowID)
-		case isNotFound(gerr) && deprovision:
-			// The machine is gone: the deprovision workflow finished.
-			if last == nil {
-				last = &pb.Workflow{Id: workflowID, HardwareId: hardwareID, Kind: pb.WorkflowKind_WORKFLOW_KIND_DEPROVISION}
-			}
-			last.State = pb.State_STATE_SUCCEEDED
-			return last, ready, nil
-		case gerr != nil && status.Code(gerr) != codes.Unavailable:
-			return last, ready, fmt.Errorf("get machine %s: %w", hardwareID, gerr)
-		}
-		tflog.Debug(ctx, "workflow stream ended early: following again", map[string]any{"workflow_id": workflowID, "error": fmt.Sprint(err)})
-		select {
-		case <-ctx.Done():
-			return last, ready, ctx.Err()
-		case <-time.After(r.retryWait):
-		}
-	}
+			return nil
+		},
+		OnAwaitOS: func(*pb.Workflow) {
+			fields := map[string]any{"workflow_id": workflowID, "hardware_id": hardwareID}
+			tflog.Info(ctx, "installed: waiting for the installed OS to phone home (wait_for = \"os_ready\")", fields)
+			stopProgress = progress(ctx, r.progressEvery, "still waiting for the installed OS to phone home", fields)
+		},
+		OnFollowAgain: func(err error) {
+			tflog.Debug(ctx, "workflow stream ended early: following again", map[string]any{"workflow_id": workflowID, "error": fmt.Sprint(err)})
+		},
+	})
+	return f.Workflow, f.OSReady, err
 }
-
-// eventOSReady is the type of the event provisiond logs when the installed
-// OS phones home.
-const eventOSReady = "os_ready"
 
 // progress logs msg every interval, with the time waited, until stop is
 // called or ctx ends.
@@ -573,13 +502,13 @@ func logEvent(ctx context.Context, ev *pb.Event) {
 		fields["action"] = ev.GetAction()
 	}
 	switch ev.GetType() {
-	case "action":
+	case client.EventAction:
 		msg := fmt.Sprintf("action %s %s", ev.GetAction(), stateName(ev.GetState()))
 		if ev.GetMessage() != "" {
 			msg += ": " + ev.GetMessage()
 		}
 		tflog.Info(ctx, msg, fields)
-	case "log":
+	case client.EventLog:
 		tflog.Debug(ctx, ev.GetMessage(), fields)
 	default:
 		msg := ev.GetType()

@@ -21,6 +21,7 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/ctl"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/dhcp"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/metadata"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
@@ -203,7 +204,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	d, err := daemon.New(daemon.Config{
 		DataDir: c.DataDir, GRPCListen: c.GRPCListen, HTTPListen: c.HTTPListen, MetricsListen: c.MetricsListen,
 		Token: token, TLS: tlsConf, RequireClientCert: c.TLSClientCA != "", AgentCA: agentCA, SecretsKey: secretsKey,
-		PublicIP: c.PublicIP, DHCPMode: c.DHCPMode.val, DHCPInterface: c.DHCPIface, DHCPLeaseTime: c.DHCPLeaseTime,
+		PublicIP: c.PublicIP, DHCPMode: dhcp.Mode(c.DHCPMode.val), DHCPInterface: c.DHCPIface, DHCPLeaseTime: c.DHCPLeaseTime,
 		DHCPDomain: c.DHCPDomain, IPv6RA: c.IPv6RA, TFTPListen: c.TFTPListen,
 		IPXEDir: c.IPXEDir, AgentOSDir: c.AgentOSDir, ImagesDir: c.ImagesDir, IPXEAnySource: !c.IPXESourceCheck,
 		TrustedProxies: trusted, MetadataTokenOptional: !c.MetadataRequireToken,

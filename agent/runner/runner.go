@@ -117,16 +117,10 @@ func (r *Runner) Run(ctx context.Context) (string, error) {
 			r.mu.Unlock()
 		}
 		if resp.GetDone() {
-			then := resp.GetThen()
-			switch then {
-			case "reboot", "poweroff", "kexec":
-				// kexec: the workflow ended in a kexec action whose
-				// acknowledgement this agent missed (its report was
-				// retried after provisiond had recorded it); the
-				// kernel is still loaded.
-			default:
-				then = "none"
-			}
+			// kexec: the workflow ended in a kexec action whose
+			// acknowledgement this agent missed (its report was retried
+			// after provisiond had recorded it); the kernel is still loaded.
+			then := thenOf(resp)
 			r.log.Info("workflow done", "workflow", resp.GetWorkflowId(), "then", then)
 			return then, nil
 		}
@@ -144,6 +138,28 @@ func (r *Runner) Run(ctx context.Context) (string, error) {
 			return then, nil
 		}
 	}
+}
+
+// thenOf says what to do once the workflow is done: "reboot", "poweroff",
+// "kexec" or "none". It reads the on_done enum first and falls back to the
+// deprecated string field, which is all that an older provisiond sends;
+// anything it does not know is "none".
+func thenOf(resp *pb.GetActionResponse) string {
+	switch resp.GetOnDone() {
+	case pb.Then_THEN_NONE:
+		return "none"
+	case pb.Then_THEN_REBOOT:
+		return "reboot"
+	case pb.Then_THEN_POWEROFF:
+		return "poweroff"
+	case pb.Then_THEN_KEXEC:
+		return "kexec"
+	}
+	switch then := resp.GetThen(); then {
+	case "reboot", "poweroff", "kexec":
+		return then
+	}
+	return "none"
 }
 
 // runAction runs one action and reports it. It returns the action's Then
@@ -230,7 +246,8 @@ func (r *Runner) runAction(ctx context.Context, wf string, a *pb.Action) (string
 
 // reportFailed decides what a refused report means: the workflow moved on
 // without us (cancelled, timed out: provisiond tells us on the next
-// GetAction), or the agent is not allowed at all.
+// GetAction), or the agent is not allowed at all. A CANCELLED report, sent
+// only after Heartbeat said so, is accepted by provisiond.
 func (r *Runner) reportFailed(log *slog.Logger, err error) error {
 	switch status.Code(errors.Unwrap(err)) {
 	case codes.FailedPrecondition, codes.NotFound, codes.InvalidArgument, codes.Aborted:

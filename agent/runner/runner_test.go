@@ -30,12 +30,15 @@ const testToken = "s3cret-agent-token"
 // "restarts" (a new gRPC server on the same port), as the bbolt store does.
 type fakeAgentServer struct {
 	pb.UnimplementedAgentServer
-	mu         sync.Mutex
-	actions    []*pb.Action
-	next       int
-	failed     bool
-	cancelled  bool
-	then       string
+	mu        sync.Mutex
+	actions   []*pb.Action
+	next      int
+	failed    bool
+	cancelled bool
+	then      string
+	// oldServer: send only the deprecated string field, as a provisiond
+	// older than on_done does.
+	oldServer  bool
 	reports    []string // "name:STATE"
 	tails      map[string]string
 	messages   map[string]string
@@ -72,7 +75,10 @@ func (f *fakeAgentServer) GetAction(ctx context.Context, req *pb.GetActionReques
 		return nil, status.Error(codes.PermissionDenied, "wrong hardware")
 	}
 	if f.failed || f.cancelled || f.next >= len(f.actions) {
-		return &pb.GetActionResponse{WorkflowId: "wf-1", Done: true, Then: f.then}, nil
+		if f.oldServer {
+			return &pb.GetActionResponse{WorkflowId: "wf-1", Done: true, Then: f.then}, nil //nolint:staticcheck // what an older provisiond sends
+		}
+		return &pb.GetActionResponse{WorkflowId: "wf-1", Done: true, OnDone: pb.Then(pb.Then_value["THEN_"+strings.ToUpper(f.then)])}, nil
 	}
 	return &pb.GetActionResponse{WorkflowId: "wf-1", Action: f.actions[f.next]}, nil
 }
@@ -311,7 +317,7 @@ func TestRunTimeoutAndUnknownImage(t *testing.T) {
 }
 
 func TestRunSurvivesProvisiondRestart(t *testing.T) {
-	f := &fakeAgentServer{then: "poweroff", actions: []*pb.Action{
+	f := &fakeAgentServer{then: "poweroff", oldServer: true, actions: []*pb.Action{
 		shell("before", "echo a", 10),
 		shell("during", "echo started; sleep 2; echo finished", 30),
 		shell("after", "echo c", 10),
@@ -480,6 +486,32 @@ func TestEndingActions(t *testing.T) {
 			}
 			if f.next != tc.wantNext {
 				t.Errorf("provisiond recorded %d successes, want %d (reports %v)", f.next, tc.wantNext, f.reports)
+			}
+		})
+	}
+}
+
+func TestThenOf(t *testing.T) {
+	tests := map[string]struct {
+		resp *pb.GetActionResponse
+		want string
+	}{
+		"enum none":                  {&pb.GetActionResponse{OnDone: pb.Then_THEN_NONE}, "none"},
+		"enum reboot":                {&pb.GetActionResponse{OnDone: pb.Then_THEN_REBOOT}, "reboot"},
+		"enum poweroff":              {&pb.GetActionResponse{OnDone: pb.Then_THEN_POWEROFF}, "poweroff"},
+		"enum kexec":                 {&pb.GetActionResponse{OnDone: pb.Then_THEN_KEXEC}, "kexec"},
+		"enum wins over the string":  {&pb.GetActionResponse{OnDone: pb.Then_THEN_NONE, Then: "reboot"}, "none"}, //nolint:staticcheck // the fallback under test
+		"older provisiond: reboot":   {&pb.GetActionResponse{Then: "reboot"}, "reboot"},                          //nolint:staticcheck // the fallback under test
+		"older provisiond: kexec":    {&pb.GetActionResponse{Then: "kexec"}, "kexec"},                            //nolint:staticcheck // the fallback under test
+		"older provisiond: none":     {&pb.GetActionResponse{Then: "none"}, "none"},                              //nolint:staticcheck // the fallback under test
+		"older provisiond: unknown":  {&pb.GetActionResponse{Then: "dance"}, "none"},                             //nolint:staticcheck // the fallback under test
+		"nothing said":               {&pb.GetActionResponse{}, "none"},
+		"enum unknown to this agent": {&pb.GetActionResponse{OnDone: pb.Then(99)}, "none"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := thenOf(tc.resp); got != tc.want {
+				t.Errorf("thenOf(%v) = %q, want %q", tc.resp, got, tc.want)
 			}
 		})
 	}

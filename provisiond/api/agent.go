@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -69,33 +68,28 @@ func (s *AgentService) refused(ctx context.Context, method, reason, why string) 
 	s.refusal.Refuse(ctx, reason, "method", method, "why", why, "peer", addr)
 }
 
-// agentError maps the engine's errors to status codes.
+// agentError maps the engine's errors to status codes (errorCodes),
+// counting and logging the refusals of a bad token or the wrong hardware.
 func (s *AgentService) agentError(ctx context.Context, method string, err error) error {
-	if err == nil {
-		return nil
-	}
-	code := codes.Internal
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, workflow.ErrUnauthenticated):
 		s.refused(ctx, method, "invalid_token", "invalid token")
 		return status.Error(codes.Unauthenticated, "invalid agent token: it was replaced by a newer one, or its workflow is gone")
 	case errors.Is(err, workflow.ErrPermission):
 		s.refused(ctx, method, "wrong_hardware", err.Error())
-		code = codes.PermissionDenied
-	case errors.Is(err, workflow.ErrNotReady):
-		code = codes.FailedPrecondition
-	case errors.Is(err, workflow.ErrInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, store.ErrConflict):
-		code = codes.Aborted
-	case errors.Is(err, store.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
 	}
-	return status.Errorf(code, "%s: %v", method, err)
+	return statusError(agentAPI, method, err)
+}
+
+// thenToPB maps the engine's Then to the API's; "" (not done) maps to
+// THEN_UNSPECIFIED.
+var thenToPB = map[workflow.Then]pb.Then{
+	workflow.ThenNone:     pb.Then_THEN_NONE,
+	workflow.ThenReboot:   pb.Then_THEN_REBOOT,
+	workflow.ThenPoweroff: pb.Then_THEN_POWEROFF,
+	workflow.ThenKexec:    pb.Then_THEN_KEXEC,
 }
 
 // GetAction hands the agent its next action, or tells it the workflow is done.
@@ -108,7 +102,11 @@ func (s *AgentService) GetAction(ctx context.Context, req *pb.GetActionRequest) 
 	if err != nil {
 		return nil, s.agentError(ctx, "get action", err)
 	}
-	out := &pb.GetActionResponse{WorkflowId: as.WorkflowID, Done: as.Done, Then: as.Then}
+	// Then, the deprecated string, goes too: agents older than OnDone
+	// read only it.
+	out := &pb.GetActionResponse{WorkflowId: as.WorkflowID, Done: as.Done, OnDone: thenToPB[as.Then],
+		Then: string(as.Then), //nolint:staticcheck // deprecated, still sent for older agents
+	}
 	if a := as.Action; a != nil {
 		out.Action = &pb.Action{
 			Task: a.Task, Name: a.Name, Image: a.Image, TimeoutSeconds: int64(a.Timeout / time.Second),

@@ -167,8 +167,8 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 			t.Fatal(err)
 		}
 		if resp.GetDone() {
-			if resp.GetThen() != "reboot" {
-				t.Errorf("then = %q, want reboot (no BMC)", resp.GetThen())
+			if resp.GetOnDone() != pb.Then_THEN_REBOOT || resp.GetThen() != "reboot" {
+				t.Errorf("on_done = %v, then = %q, want THEN_REBOOT and reboot (no BMC)", resp.GetOnDone(), resp.GetThen())
 			}
 			break
 		}

@@ -177,7 +177,7 @@ func powerToPB(s string) pb.PowerState {
 	return pb.PowerState_POWER_STATE_UNSPECIFIED
 }
 
-var stateToPB = map[string]pb.State{
+var stateToPB = map[store.State]pb.State{
 	store.StatePending:   pb.State_STATE_PENDING,
 	store.StateBooting:   pb.State_STATE_BOOTING,
 	store.StateRunning:   pb.State_STATE_RUNNING,
@@ -188,7 +188,7 @@ var stateToPB = map[string]pb.State{
 }
 
 // StateFromPB maps an API state to the store's; "" for unspecified.
-func StateFromPB(s pb.State) string {
+func StateFromPB(s pb.State) store.State {
 	for k, v := range stateToPB {
 		if v == s {
 			return k
@@ -252,8 +252,8 @@ func MachineToPB(m store.Machine, w *store.Workflow) *pb.Machine {
 // EventToPB converts a logged event; w, when set, is the workflow snapshot.
 func EventToPB(e store.Event, w *store.Workflow) *pb.Event {
 	out := &pb.Event{
-		Seq: e.Seq, Time: ts(e.Time), WorkflowId: e.WorkflowID, HardwareId: e.HardwareID, Type: e.Type,
-		State: stateToPB[e.State], Task: e.Task, Action: e.Action, Message: e.Message,
+		Seq: e.Seq, Time: ts(e.Time), WorkflowId: e.WorkflowID, HardwareId: e.HardwareID, Type: string(e.Type),
+		State: stateToPB[store.State(e.State)], Task: e.Task, Action: e.Action, Message: e.Message,
 	}
 	if w != nil {
 		out.Workflow = WorkflowToPB(*w)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/client"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
 // TestHardwareFromPBRejects: the Admin API refuses hardware that the
@@ -93,5 +95,22 @@ func TestHardwareFromPBRejects(t *testing.T) {
 				t.Errorf("hardwareFromPB error (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestEventTypesOnTheWire: the event types the store logs reach the
+// client as the strings that internal/client names.
+func TestEventTypesOnTheWire(t *testing.T) {
+	for st, want := range map[store.EventType]string{
+		store.EventState:    client.EventState,
+		store.EventAction:   client.EventAction,
+		store.EventLog:      client.EventLog,
+		store.EventPower:    client.EventPower,
+		store.EventOperator: client.EventOperator,
+		store.EventOSReady:  client.EventOSReady,
+	} {
+		if got := EventToPB(store.Event{Type: st}, nil).GetType(); got != want {
+			t.Errorf("event type %q reaches the client as %q, want %q", st, got, want)
+		}
 	}
 }

@@ -10,21 +10,9 @@ import (
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// machineError maps the engine's errors, then the store's.
-func machineError(what string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, workflow.ErrInvalid) {
-		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
-	}
-	return grpcError(what, err)
-}
 
 func (a *Admin) machines() (Machines, error) {
 	if a.opts.Machines == nil {
@@ -80,11 +68,11 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 	}
 	m, err = eng.Provision(ctx, m)
 	if err != nil {
-		return nil, machineError("provision machine", err)
+		return nil, grpcError("provision machine", err)
 	}
 	a.log.InfoContext(ctx, "machine provisioning", "hardware", m.HardwareID, "template", m.TemplateID, "workflow", m.WorkflowID)
 	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, m.HardwareID) })
-	return out, machineError("provision machine", err)
+	return out, grpcError("provision machine", err)
 }
 
 // mergeParameters is the parameters a template renders with: the plain
@@ -110,7 +98,7 @@ func mergeParameters(plain, sensitive map[string]string) (map[string]string, err
 // GetMachine returns a machine with its current workflow.
 func (a *Admin) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*pb.Machine, error) {
 	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, req.GetHardwareId()) })
-	return out, machineError("get machine", err)
+	return out, grpcError("get machine", err)
 }
 
 // ListMachines returns every machine with its current workflow.
@@ -130,7 +118,7 @@ func (a *Admin) ListMachines(ctx context.Context, _ *pb.ListMachinesRequest) (*p
 		}
 		return nil
 	})
-	return out, machineError("list machines", err)
+	return out, grpcError("list machines", err)
 }
 
 // DeprovisionMachine starts the deprovision workflow (wipe, power off);
@@ -147,7 +135,7 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 	}
 	m, err := eng.Deprovision(ctx, req.GetHardwareId(), req.GetWipe())
 	if err != nil {
-		return nil, machineError("deprovision machine", err)
+		return nil, grpcError("deprovision machine", err)
 	}
 	a.log.InfoContext(ctx, "machine deprovisioning", "hardware", m.HardwareID, "workflow", m.WorkflowID)
 	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) {
@@ -157,7 +145,7 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 		}
 		return MachineToPB(m, &w), nil
 	})
-	return out, machineError("deprovision machine", err)
+	return out, grpcError("deprovision machine", err)
 }
 
 // ListWorkflows returns the workflows of one hardware, oldest first.
@@ -176,7 +164,7 @@ func (a *Admin) ListWorkflows(ctx context.Context, req *pb.ListWorkflowsRequest)
 		}
 		return err
 	})
-	return out, machineError("list workflows", err)
+	return out, grpcError("list workflows", err)
 }
 
 // WatchMachine streams the events of a machine's workflow (the current
@@ -192,7 +180,7 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 	if wfID == "" {
 		m, err := a.st.GetMachine(ctx, req.GetHardwareId())
 		if err != nil {
-			return machineError("watch machine", err)
+			return grpcError("watch machine", err)
 		}
 		wfID = m.WorkflowID
 	}
@@ -219,7 +207,7 @@ func (a *Admin) WatchMachine(req *pb.WatchMachineRequest, stream pb.Admin_WatchM
 			return err
 		})
 		if err != nil {
-			return machineError("watch machine", err)
+			return grpcError("watch machine", err)
 		}
 		for _, e := range evs {
 			if err := stream.Send(EventToPB(e, &w)); err != nil {

@@ -5,7 +5,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -52,33 +51,6 @@ type Admin struct {
 // NewAdmin returns the Admin service over st.
 func NewAdmin(st *store.Store, log *slog.Logger, opts Options) *Admin {
 	return &Admin{st: st, log: log.With("component", "api"), opts: opts, now: func() time.Time { return time.Now().UTC() }}
-}
-
-// grpcError maps core errors to status codes; what says what was being done.
-func grpcError(what string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	msg := fmt.Sprintf("%s: %v", what, err)
-	var inv *invalidError
-	switch {
-	case errors.As(err, &inv):
-		return status.Error(codes.InvalidArgument, msg)
-	case errors.Is(err, store.ErrNotFound):
-		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, store.ErrConflict):
-		return status.Error(codes.AlreadyExists, msg)
-	case errors.Is(err, store.ErrInUse):
-		return status.Error(codes.FailedPrecondition, msg)
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, msg)
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, msg)
-	}
-	return status.Error(codes.Internal, msg)
 }
 
 // ---------------------------------------------------------------- hardware

@@ -219,7 +219,7 @@ func (m *Manager) SetPower(ctx context.Context, hw store.Hardware, action string
 	if err != nil {
 		return err
 	}
-	m.event(ctx, store.Event{HardwareID: hw.ID, Type: "power", State: string(a), Message: fmt.Sprintf("power %s: %s", a, did)})
+	m.event(ctx, store.Event{HardwareID: hw.ID, Type: store.EventPower, State: string(a), Message: fmt.Sprintf("power %s: %s", a, did)})
 	return nil
 }
 
@@ -263,7 +263,7 @@ func (m *Manager) askOperator(ctx context.Context, hw store.Hardware, op, what s
 		return nil
 	}
 	if err := m.st.Update(ctx, func(tx *store.Tx) error {
-		_, err := tx.AppendEvent(store.Event{HardwareID: hw.ID, Type: "operator", Message: msg})
+		_, err := tx.AppendEvent(store.Event{HardwareID: hw.ID, Type: store.EventOperator, Message: msg})
 		return err
 	}); err != nil {
 		return fmt.Errorf("ask operator to %s on hardware %s: record event: %w", op, hw.ID, err)

@@ -137,7 +137,7 @@ func TestManualDriverAsksOperator(t *testing.T) {
 	var got []string
 	for _, ev := range evs {
 		if ev.HardwareID == "m1" {
-			got = append(got, ev.Type+": "+ev.Message)
+			got = append(got, string(ev.Type)+": "+ev.Message)
 		}
 	}
 	want := []string{

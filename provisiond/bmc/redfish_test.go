@@ -83,7 +83,7 @@ func TestRedfishLifecycle(t *testing.T) {
 	}
 	power := 0
 	for _, ev := range evs {
-		if ev.Type == "power" && ev.HardwareID == hw.ID {
+		if ev.Type == store.EventPower && ev.HardwareID == hw.ID {
 			power++
 		}
 	}

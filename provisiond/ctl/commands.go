@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -408,43 +407,20 @@ func (e *env) events(ctx context.Context, args []string) error {
 	if e.o.output == "table" {
 		_, _ = fmt.Fprintf(e.out, eventFormat, "TIME", "TYPE", "STATE", "ACTION", "MESSAGE")
 	}
-	var lastSeq uint64
-	var last *pb.Workflow
-	for {
-		stream, err := e.c.WatchMachine(ctx, &pb.WatchMachineRequest{HardwareId: hwID, WorkflowId: wfID, NoFollow: !e.o.follow})
-		for err == nil {
-			var ev *pb.Event
-			if ev, err = stream.Recv(); err != nil {
-				break
-			}
-			if ev.GetSeq() != 0 && ev.GetSeq() <= lastSeq {
-				continue // replayed after a reconnect
-			}
-			lastSeq = ev.GetSeq()
-			if w := ev.GetWorkflow(); w != nil {
-				last = w
-			}
-			if err = e.printEvent(ev); err != nil {
-				return err
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !e.o.follow || status.Code(err) != codes.Unavailable {
-			return fmt.Errorf("watch workflow %s: %w", wfID, err)
-		}
-		// provisiond restarted or the network broke: follow again.
-		_, _ = fmt.Fprintf(e.errw, "provisiond ctl: stream of workflow %s broke (%s); following again\n", wfID, status.Convert(err).Message())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
+	// provisiond ends the stream once the workflow is over (TrustEnd); a
+	// broken stream (provisiond restarted, the network broke) is followed
+	// again.
+	f, err := client.Follow(ctx, e.c, client.Watch{
+		HardwareID: hwID, WorkflowID: wfID, NoFollow: !e.o.follow, TrustEnd: true, RetryWait: time.Second,
+		OnEvent: e.printEvent,
+		OnFollowAgain: func(err error) {
+			_, _ = fmt.Fprintf(e.errw, "provisiond ctl: stream of workflow %s broke (%s); following again\n", wfID, status.Convert(err).Message())
+		},
+	})
+	if err != nil {
+		return err
 	}
+	last := f.Workflow
 	if !e.o.follow {
 		return nil
 	}

@@ -69,7 +69,7 @@ type Config struct {
 	// listeners' ports (tests whose machines reach loopback).
 	PublicIP, PublicHTTP, PublicGRPC string
 	// DHCPMode is dhcp.ModeReservation, dhcp.ModeProxy or dhcp.ModeOff.
-	DHCPMode      string
+	DHCPMode      dhcp.Mode
 	DHCPInterface string
 	DHCPLeaseTime time.Duration
 	DHCPDomain    string

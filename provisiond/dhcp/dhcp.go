@@ -33,18 +33,21 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
+// Mode is how the server answers (--dhcp-mode).
+type Mode string
+
 // Modes of the server.
 const (
-	ModeReservation = "reservation"
-	ModeProxy       = "proxy"
-	ModeOff         = "off"
+	ModeReservation Mode = "reservation"
+	ModeProxy       Mode = "proxy"
+	ModeOff         Mode = "off"
 )
 
 // ParseMode validates a --dhcp-mode value.
-func ParseMode(s string) (string, error) {
-	switch s {
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
 	case ModeReservation, ModeProxy, ModeOff:
-		return s, nil
+		return m, nil
 	}
 	return "", fmt.Errorf("dhcp mode %q: want %s, %s or %s", s, ModeReservation, ModeProxy, ModeOff)
 }
@@ -60,7 +63,7 @@ type Binaries struct {
 // Options configure a Server.
 type Options struct {
 	// Mode is ModeReservation, ModeProxy or ModeOff.
-	Mode string
+	Mode Mode
 	// Interface is the network interface Serve binds to (SO_BINDTODEVICE);
 	// empty binds all interfaces.
 	Interface string
@@ -279,7 +282,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // threads, and each GC scans all their stacks) came out as fast in the
 // perfdhcp benchmark.
 func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
-	if _, err := ParseMode(s.opts.Mode); err != nil {
+	if _, err := ParseMode(string(s.opts.Mode)); err != nil {
 		_ = conn.Close() // ours to close; a failed close of a socket we stop using changes nothing
 		return err
 	}

@@ -65,7 +65,7 @@ func testStore(t testing.TB, noSync bool) *store.Store {
 	return st
 }
 
-func testServer(t testing.TB, mode string, st *store.Store, reg prometheus.Registerer) *Server {
+func testServer(t testing.TB, mode Mode, st *store.Store, reg prometheus.Registerer) *Server {
 	return New(st, testLogger(t), reg, Options{
 		Mode: mode, ServerIP: serverIP, HTTPBase: "http://10.99.0.1:8080", LeaseTime: 10 * time.Minute, Domain: "default.example",
 	})
@@ -403,7 +403,7 @@ func TestProxy(t *testing.T) {
 
 func TestParseMode(t *testing.T) {
 	for _, m := range []string{"reservation", "proxy", "off"} {
-		if got, err := ParseMode(m); err != nil || got != m {
+		if got, err := ParseMode(m); err != nil || string(got) != m {
 			t.Errorf("ParseMode(%q) = %q, %v", m, got, err)
 		}
 	}

@@ -92,10 +92,10 @@ func (s *Server) servePhoneHome(w http.ResponseWriter, r *http.Request, req *req
 			return nil
 		case wf.State == store.StateSucceeded, wf.State == store.StateRunning && actionsDone(wf):
 		case store.Terminal(wf.State):
-			result, why = phoneRefused, "the install ended "+wf.State
+			result, why = phoneRefused, "the install ended "+string(wf.State)
 			return nil
 		default:
-			result, why = phoneNotReady, "the install is still "+wf.State
+			result, why = phoneNotReady, "the install is still "+string(wf.State)
 			return nil
 		}
 		if !m.OSReadyAt.IsZero() {

@@ -17,7 +17,7 @@ import (
 // addresses), hw-a's machine on workflow
 // wf-1 (a provision in state, with one action in actionState) and hw-b's
 // machine on a deprovision, wf-b.
-func phoneFixture(t *testing.T, state, actionState string) (*fixture, *httptest.Server) {
+func phoneFixture(t *testing.T, state, actionState store.State) (*fixture, *httptest.Server) {
 	t.Helper()
 	f := newFixture(t, Options{TokenOptional: true})
 	err := f.st.Update(context.Background(), func(tx *store.Tx) error {
@@ -168,7 +168,7 @@ func TestPhoneHome(t *testing.T) {
 // install, a forged X-Forwarded-For, or an oversized body.
 func TestPhoneHomeRefused(t *testing.T) {
 	for name, tc := range map[string]struct {
-		state, action string // of hw-a's workflow
+		state, action store.State // of hw-a's workflow
 		src, path     string
 		form          url.Values
 		header        map[string]string

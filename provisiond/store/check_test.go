@@ -38,7 +38,7 @@ func seeded(t *testing.T, path string, opts Options) string {
 			Actions: []Action{{Name: "a", Image: "img", State: StatePending}}}); err != nil {
 			return err
 		}
-		_, err := tx.AppendEvent(Event{WorkflowID: wf, Type: "state", State: StateRunning})
+		_, err := tx.AppendEvent(Event{WorkflowID: wf, Type: EventState, State: string(StateRunning)})
 		return err
 	}))
 	must(t, s.Close())
@@ -177,7 +177,7 @@ func BenchmarkOpenCheck(b *testing.B) {
 		must(t, s.Update(ctx, func(tx *Tx) error {
 			for j := i; j < i+5000; j++ {
 				if _, err := tx.AppendEvent(Event{WorkflowID: fmt.Sprintf("wf-%04d", j/50), HardwareID: fmt.Sprintf("hw-%05d", j/10),
-					Type: "action", State: StateRunning, Task: "os", Action: "stream-image", Message: "streamed 1234 MiB of 4096"}); err != nil {
+					Type: EventAction, State: string(StateRunning), Task: "os", Action: "stream-image", Message: "streamed 1234 MiB of 4096"}); err != nil {
 					return err
 				}
 			}

@@ -54,15 +54,15 @@ func TestPrune(t *testing.T) {
 				n = 2500 // several delete batches
 			}
 			for i := range n {
-				if _, err := tx.AppendEvent(Event{WorkflowID: id, Type: "log", Message: fmt.Sprint(i), Time: old}); err != nil {
+				if _, err := tx.AppendEvent(Event{WorkflowID: id, Type: EventLog, Message: fmt.Sprint(i), Time: old}); err != nil {
 					return err
 				}
 			}
 		}
 		for _, e := range []Event{
-			{HardwareID: "m1", Type: "power", Message: "old power event", Time: old},
-			{WorkflowID: "deleted-long-ago", Type: "state", Message: "orphan", Time: old},
-			{HardwareID: "m1", Type: "operator", Message: "recent operator event", Time: recent},
+			{HardwareID: "m1", Type: EventPower, Message: "old power event", Time: old},
+			{WorkflowID: "deleted-long-ago", Type: EventState, Message: "orphan", Time: old},
+			{HardwareID: "m1", Type: EventOperator, Message: "recent operator event", Time: recent},
 		} {
 			if _, err := tx.AppendEvent(e); err != nil {
 				return err
@@ -145,7 +145,7 @@ func TestPruneTime(t *testing.T) {
 					return err
 				}
 				for j := range perWF {
-					if _, err := tx.AppendEvent(Event{WorkflowID: id, Type: "log", Time: old, Message: fmt.Sprintf("line %d of a fairly ordinary action output", j)}); err != nil {
+					if _, err := tx.AppendEvent(Event{WorkflowID: id, Type: EventLog, Time: old, Message: fmt.Sprintf("line %d of a fairly ordinary action output", j)}); err != nil {
 						return err
 					}
 				}

@@ -158,7 +158,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 			func() error { return tx.PutWorkflow(w) },
 			func() error { return tx.PutLease(l) },
 			func() error {
-				_, err := tx.AppendEvent(Event{WorkflowID: "w1", Type: "state", State: StateRunning, Time: now})
+				_, err := tx.AppendEvent(Event{WorkflowID: "w1", Type: EventState, State: string(StateRunning), Time: now})
 				return err
 			},
 		} {
@@ -205,7 +205,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 			return fmt.Errorf("lease (-want +got):\n%s", d)
 		}
 		ev, _ := tx.Events("w1", 0)
-		if len(ev) != 1 || ev[0].State != StateRunning || ev[0].Seq != 1 {
+		if len(ev) != 1 || ev[0].State != string(StateRunning) || ev[0].Seq != 1 {
 			return fmt.Errorf("events: %+v", ev)
 		}
 		return nil
@@ -220,7 +220,7 @@ func TestEventsByWorkflowAndChanged(t *testing.T) {
 	for i := range 6 {
 		wf := []string{"w1", "w2"}[i%2]
 		must(t, s.Update(ctx, func(tx *Tx) error {
-			_, err := tx.AppendEvent(Event{WorkflowID: wf, Type: "log", Message: fmt.Sprint(i)})
+			_, err := tx.AppendEvent(Event{WorkflowID: wf, Type: EventLog, Message: fmt.Sprint(i)})
 			return err
 		}))
 	}
@@ -275,7 +275,7 @@ func TestConcurrentWriters(t *testing.T) {
 				if err := tx.PutLease(Lease{MAC: mac, IP: fmt.Sprintf("10.1.%d.%d", i/256, i%256)}); err != nil {
 					return err
 				}
-				_, err := tx.AppendEvent(Event{Type: "log", Message: mac})
+				_, err := tx.AppendEvent(Event{Type: EventLog, Message: mac})
 				return err
 			})
 		}()

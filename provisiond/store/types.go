@@ -79,25 +79,33 @@ type Machine struct {
 	CreatedAt time.Time `json:"created_at,omitzero"`
 }
 
+// Kind is what a workflow does to its server. Its string value is what
+// the store and the API carry.
+type Kind string
+
 // Workflow kinds.
 const (
-	KindProvision   = "provision"
-	KindDeprovision = "deprovision"
+	KindProvision   Kind = "provision"
+	KindDeprovision Kind = "deprovision"
 )
+
+// State is the state of a workflow or of one of its actions. Its string
+// value is what the store and the API carry.
+type State string
 
 // Workflow and action states.
 const (
-	StatePending   = "pending"
-	StateBooting   = "booting"
-	StateRunning   = "running"
-	StateSucceeded = "succeeded"
-	StateFailed    = "failed"
-	StateTimedOut  = "timed_out"
-	StateCancelled = "cancelled"
+	StatePending   State = "pending"
+	StateBooting   State = "booting"
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateTimedOut  State = "timed_out"
+	StateCancelled State = "cancelled"
 )
 
 // Terminal reports whether a workflow or action in state s has ended.
-func Terminal(s string) bool {
+func Terminal(s State) bool {
 	switch s {
 	case StateSucceeded, StateFailed, StateTimedOut, StateCancelled:
 		return true
@@ -110,8 +118,8 @@ type Workflow struct {
 	ID         string            `json:"id"`
 	HardwareID string            `json:"hardware_id"`
 	TemplateID string            `json:"template_id,omitempty"`
-	Kind       string            `json:"kind"`
-	State      string            `json:"state"`
+	Kind       Kind              `json:"kind"`
+	State      State             `json:"state"`
 	Parameters map[string]string `json:"parameters,omitempty"`
 	// SensitiveKeys name the Parameters that are secrets (Machine's).
 	SensitiveKeys []string `json:"sensitive_keys,omitempty"`
@@ -150,7 +158,7 @@ type Action struct {
 	PID         string            `json:"pid,omitempty"`
 	Retries     int               `json:"retries,omitempty"`
 
-	State      string    `json:"state"`
+	State      State     `json:"state"`
 	Attempt    int       `json:"attempt,omitempty"`
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
@@ -173,9 +181,25 @@ type Lease struct {
 	Expires    time.Time `json:"expires"`
 }
 
-// EventOSReady is the type of the event logged when the installed OS of a
-// provision workflow phones home.
-const EventOSReady = "os_ready"
+// EventType says what an Event records. Its string value is what the
+// store and the API carry.
+type EventType string
+
+// Event types.
+const (
+	// EventState: a workflow changed state (State is the new one).
+	EventState EventType = "state"
+	// EventAction: an action changed state (Task and Action name it).
+	EventAction EventType = "action"
+	// EventLog: output of an action (Message holds it).
+	EventLog EventType = "log"
+	// EventPower: a power or boot-device change, or why none was made.
+	EventPower EventType = "power"
+	// EventOperator: something an operator did or must do.
+	EventOperator EventType = "operator"
+	// EventOSReady: the installed OS of a provision workflow phoned home.
+	EventOSReady EventType = "os_ready"
+)
 
 // Event is an entry of the append-only event log.
 type Event struct {
@@ -183,9 +207,9 @@ type Event struct {
 	Time       time.Time `json:"time"`
 	WorkflowID string    `json:"workflow_id,omitempty"`
 	HardwareID string    `json:"hardware_id,omitempty"`
-	// Type is "state", "action", "log", "power", "operator" or "os_ready"
-	// (the installed OS phoned home).
-	Type    string `json:"type"`
+	Type       EventType `json:"type"`
+	// State is a workflow or action State for EventState and EventAction;
+	// for EventPower it may be the power action taken, so it stays a string.
 	State   string `json:"state,omitempty"`
 	Task    string `json:"task,omitempty"`
 	Action  string `json:"action,omitempty"`

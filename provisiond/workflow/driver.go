@@ -105,12 +105,12 @@ func (e *Engine) advance(ctx context.Context, log *slog.Logger, d *driverState, 
 		if w.Kind == store.KindDeprovision && len(w.Actions) == 0 {
 			return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 				w.State, w.StartedAt = store.StateRunning, now
-				return []store.Event{{Type: "state", State: w.State, Message: "wipe none: no boot needed"}}
+				return []store.Event{{Type: store.EventState, State: string(w.State), Message: "wipe none: no boot needed"}}
 			})
 		}
 		return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 			w.State = store.StateBooting
-			return []store.Event{{Type: "state", State: w.State, Message: "booting the agent"}}
+			return []store.Event{{Type: store.EventState, State: string(w.State), Message: "booting the agent"}}
 		})
 
 	case store.StateBooting:
@@ -193,19 +193,19 @@ func (e *Engine) watch(ctx context.Context, w store.Workflow, now time.Time) (ti
 			next = min(next, left)
 			continue
 		}
-		var ended string
+		var ended store.State
 		err := e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 			cur := &w.Actions[i]
 			if cur.State != store.StateRunning || cur.Attempt != a.Attempt {
 				return nil // reported meanwhile
 			}
 			cur.Message = fmt.Sprintf("no report within its timeout of %s", a.Timeout)
-			evs := append([]store.Event{{Type: "action", Task: a.Task, Action: a.Name, State: store.StateTimedOut, Message: cur.Message}},
+			evs := append([]store.Event{{Type: store.EventAction, Task: a.Task, Action: a.Name, State: string(store.StateTimedOut), Message: cur.Message}},
 				e.actionFailed(w, i, store.StateTimedOut, cur.Message, now)...)
 			ended = w.State
 			return evs
 		})
-		e.m.actions.WithLabelValues(a.Image, store.StateTimedOut).Inc()
+		e.m.actions.WithLabelValues(a.Image, string(store.StateTimedOut)).Inc()
 		if err == nil && store.Terminal(ended) {
 			e.finished(w.Kind, ended, w.CreatedAt)
 		}
@@ -238,7 +238,7 @@ func (e *Engine) finish(ctx context.Context, log *slog.Logger, d *driverState, w
 		case actionspec.Kexec:
 			return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 				w.Step = stepFinalPower
-				return []store.Event{{Type: "power", State: w.State, Message: "no power reset: the agent started the installed OS by kexec"}}
+				return []store.Event{{Type: store.EventPower, State: string(w.State), Message: "no power reset: the agent started the installed OS by kexec"}}
 			})
 		case actionspec.Poweroff:
 			return e.bmcStep(ctx, log, d, w, hw, stepFinalPower, "power off (the template ends in poweroff)", func(ctx context.Context) error {
@@ -287,7 +287,7 @@ func (e *Engine) bmcStep(ctx context.Context, log *slog.Logger, d *driverState, 
 	if !managed(hw) {
 		return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 			w.Step = step
-			return []store.Event{{Type: "power", State: w.State, Message: "no BMC (driver manual): " + what + " is up to the operator or the agent"}}
+			return []store.Event{{Type: store.EventPower, State: string(w.State), Message: "no BMC (driver manual): " + what + " is up to the operator or the agent"}}
 		})
 	}
 	now := e.now()
@@ -323,14 +323,14 @@ func (e *Engine) bmcStep(ctx context.Context, log *slog.Logger, d *driverState, 
 	log.InfoContext(ctx, "BMC call done", "op", what)
 	return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 		w.Step = step
-		return []store.Event{{Type: "power", State: w.State, Message: what}}
+		return []store.Event{{Type: store.EventPower, State: string(w.State), Message: what}}
 	})
 }
 
 // noteBMCFailure records a failed BMC attempt as an event of w.
 func (e *Engine) noteBMCFailure(ctx context.Context, w store.Workflow, msg string) {
 	err := e.st.Batch(ctx, func(tx *store.Tx) error {
-		_, err := tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: w.HardwareID, Type: "power", State: w.State, Message: msg})
+		_, err := tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: w.HardwareID, Type: store.EventPower, State: string(w.State), Message: msg})
 		return err
 	})
 	if err != nil && ctx.Err() == nil {
@@ -362,7 +362,7 @@ func (e *Engine) setNetboot(ctx context.Context, w store.Workflow, on bool, step
 		if on {
 			msg = "netboot on"
 		}
-		return putWithEvents(tx, cur, store.Event{Type: "state", State: cur.State, Message: msg})
+		return putWithEvents(tx, cur, store.Event{Type: store.EventState, State: string(cur.State), Message: msg})
 	})
 }
 
@@ -387,7 +387,7 @@ func (e *Engine) transition(ctx context.Context, seen store.Workflow, fn func(*s
 }
 
 // end moves w to a terminal state with an error message.
-func (e *Engine) end(ctx context.Context, w store.Workflow, state, msg string) error {
+func (e *Engine) end(ctx context.Context, w store.Workflow, state store.State, msg string) error {
 	now := e.now()
 	changed := false
 	err := e.transition(ctx, w, func(w *store.Workflow) []store.Event {
@@ -402,7 +402,7 @@ func (e *Engine) end(ctx context.Context, w store.Workflow, state, msg string) e
 		}
 		w.State, w.FinishedAt, w.Error = state, now, msg
 		changed = true
-		return []store.Event{{Type: "state", State: state, Message: msg}}
+		return []store.Event{{Type: store.EventState, State: string(state), Message: msg}}
 	})
 	if err == nil && changed {
 		e.finished(w.Kind, state, w.CreatedAt)
@@ -443,7 +443,7 @@ func (e *Engine) succeed(ctx context.Context, log *slog.Logger, w store.Workflow
 			msg = "deprovisioned: the hardware is free"
 		}
 		changed = true
-		return putWithEvents(tx, cur, store.Event{Type: "state", State: cur.State, Message: msg})
+		return putWithEvents(tx, cur, store.Event{Type: store.EventState, State: string(cur.State), Message: msg})
 	})
 	if err == nil && changed {
 		e.finished(w.Kind, store.StateSucceeded, w.CreatedAt)

@@ -223,7 +223,7 @@ func (h *harness) waitFor(id string, what string, cond func(store.Workflow) bool
 	}
 }
 
-func stateIs(s string) func(store.Workflow) bool {
+func stateIs(s store.State) func(store.Workflow) bool {
 	return func(w store.Workflow) bool { return w.State == s }
 }
 
@@ -235,7 +235,7 @@ func (h *harness) states(id string) []string {
 	}
 	var out []string
 	for _, e := range evs {
-		if e.Type == "state" && (len(out) == 0 || out[len(out)-1] != e.State) {
+		if e.Type == store.EventState && (len(out) == 0 || out[len(out)-1] != e.State) {
 			out = append(out, e.State)
 		}
 	}
@@ -248,7 +248,7 @@ type agent struct {
 	token string
 	hw    string
 	// outcome decides each action's report: "succeeded", "failed", "timed_out" or "hang".
-	outcome func(a store.Action) string
+	outcome func(a store.Action) store.State
 }
 
 // run executes actions until the engine says done or an action hangs.
@@ -399,7 +399,7 @@ func TestRetries(t *testing.T) {
 	tests := map[string]struct {
 		retries   string
 		failures  int // how many times the image action fails before it works
-		wantState string
+		wantState store.State
 		wantTries int
 	}{
 		"retry then succeed":  {retries: "2", failures: 2, wantState: store.StateSucceeded, wantTries: 3},
@@ -414,7 +414,7 @@ func TestRetries(t *testing.T) {
 			id := h.provision("n1", "tpl", map[string]string{"image": "x", "retries": tc.retries})
 			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
 			failed := 0
-			ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) string {
+			ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) store.State {
 				if a.Name == "image" && failed < tc.failures {
 					failed++
 					return store.StateFailed
@@ -430,7 +430,7 @@ func TestRetries(t *testing.T) {
 			} else if err != nil {
 				t.Fatal(err)
 			}
-			w := h.waitFor(id, tc.wantState, stateIs(tc.wantState))
+			w := h.waitFor(id, string(tc.wantState), stateIs(tc.wantState))
 			if w.Actions[0].Attempt != tc.wantTries {
 				t.Errorf("attempts = %d, want %d", w.Actions[0].Attempt, tc.wantTries)
 			}
@@ -469,7 +469,7 @@ func TestTimeouts(t *testing.T) {
 		h.addTemplate("tpl", twoActions)
 		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
-		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) string { return "hang" }}
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) store.State { return "hang" }}
 		if _, err := ag.run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -489,7 +489,7 @@ func TestTimeouts(t *testing.T) {
 		h.addTemplate("tpl", twoActions)
 		id := h.provision("n1", "tpl", map[string]string{"image": "x", "timeout": "1"})
 		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
-		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) string {
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) store.State {
 			if a.Name == "hostname" {
 				return "hang"
 			}
@@ -518,7 +518,7 @@ func TestTimeouts(t *testing.T) {
 		h.addTemplate("tpl", strings.Replace(twoActions, "global_timeout: 600", "global_timeout: 1", 1))
 		id := h.provision("n1", "tpl", map[string]string{"image": "x", "timeout": "60"})
 		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
-		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) string { return "hang" }}
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) store.State { return "hang" }}
 		if _, err := ag.run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -536,7 +536,7 @@ func TestBMCFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, ev := range evs {
-			if ev.Type == "power" && strings.Contains(ev.Message, "failed (attempt") {
+			if ev.Type == store.EventPower && strings.Contains(ev.Message, "failed (attempt") {
 				out = append(out, ev.Message)
 			}
 		}
@@ -648,7 +648,7 @@ func TestAgentRebootResendsAction(t *testing.T) {
 	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
 	first := h.mint("n1")
-	ag := &agent{eng: h.eng, token: first, hw: "n1", outcome: func(store.Action) string { return "hang" }}
+	ag := &agent{eng: h.eng, token: first, hw: "n1", outcome: func(store.Action) store.State { return "hang" }}
 	if _, err := ag.run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -976,7 +976,7 @@ func TestEndingActions(t *testing.T) {
 	tests := map[string]struct {
 		end, driver string
 		wantCalls   []string
-		wantThen    string
+		wantThen    Then
 		wantEvent   string
 	}{
 		"kexec with a BMC": {end: "kexec", driver: "ipmi", wantThen: "kexec",
@@ -1045,7 +1045,7 @@ func TestKexecLoadFails(t *testing.T) {
 	h.addTemplate("tpl", endsIn("kexec"))
 	id := h.provision("n1", "tpl", nil)
 	h.waitFor(id, "the power-on", func(w store.Workflow) bool { return w.Step == stepPowered })
-	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) string {
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(a store.Action) store.State {
 		if a.Image == "kexec" {
 			return store.StateFailed
 		}
@@ -1068,5 +1068,55 @@ func TestKexecLoadFails(t *testing.T) {
 	hw, _ := h.st.GetHardware(context.Background(), "n1")
 	if !hw.Netboot.AllowPXE || !hw.Netboot.AllowWorkflow {
 		t.Errorf("netboot after failure = %+v, want on", hw.Netboot)
+	}
+}
+
+// TestCancelledReport: an agent that stopped its action because provisiond
+// said so reports STATE_CANCELLED; that is accepted (and recorded) once the
+// workflow has ended, and refused while the workflow and action still run.
+func TestCancelledReport(t *testing.T) {
+	opts := testOptions()
+	opts.HeartbeatTimeout = 400 * time.Millisecond
+	h := newHarness(t, opts)
+	h.addHardware("n1", "ipmi", "/dev/sda")
+	h.addTemplate("tpl", twoActions)
+	id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+	h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+	ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1", outcome: func(store.Action) store.State { return "hang" }}
+	as, err := ag.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled := Report{Index: as.Index, Task: as.Action.Task, Action: as.Action.Name, State: store.StateCancelled, Message: "stopped"}
+
+	// While the action runs, only provisiond cancels.
+	if err := h.eng.ReportAction(context.Background(), ag.token, cancelled); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("cancelled report of a running action: err = %v, want ErrInvalid", err)
+	}
+	// Once the engine has ended the workflow (the agent went silent), the
+	// report is an acknowledgement.
+	h.waitFor(id, "heartbeat failure", stateIs(store.StateFailed))
+	if err := h.eng.ReportAction(context.Background(), ag.token, cancelled); err != nil {
+		t.Fatalf("cancelled report after the workflow ended: %v", err)
+	}
+	evs, err := store.Read(context.Background(), h.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(id, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := evs[len(evs)-1]
+	want := store.Event{Seq: last.Seq, Time: last.Time, WorkflowID: id, HardwareID: "n1", Type: store.EventAction, State: string(store.StateCancelled),
+		Task: as.Action.Task, Action: as.Action.Name, Message: "the agent stopped the action: workflow failed: stopped"}
+	if diff := cmp.Diff(want, last); diff != "" {
+		t.Errorf("last event (-want +got):\n%s", diff)
+	}
+	w, err := h.st.GetWorkflow(context.Background(), id)
+	if err != nil || w.State != store.StateFailed || w.Actions[as.Index].State != store.StateCancelled {
+		t.Errorf("workflow after the report: %s, action %s, %v; want it unchanged (failed, cancelled)", w.State, w.Actions[as.Index].State, err)
+	}
+	// A wrong action index is still refused.
+	bad := cancelled
+	bad.Index = 99
+	if err := h.eng.ReportAction(context.Background(), ag.token, bad); !errors.Is(err, ErrInvalid) {
+		t.Errorf("cancelled report of action 99: err = %v, want ErrInvalid", err)
 	}
 }

@@ -78,7 +78,7 @@ func TestLogFloodBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range evs {
-		if e.Type != "log" {
+		if e.Type != store.EventLog {
 			continue
 		}
 		if strings.HasPrefix(e.Message, "output truncated: ") {

@@ -306,6 +306,66 @@ func (BootDevice) EnumDescriptor() ([]byte, []int) {
 	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{4}
 }
 
+// Then is what the agent does once the workflow is done.
+type Then int32
+
+const (
+	// An older provisiond that sends only the string field `then`.
+	Then_THEN_UNSPECIFIED Then = 0
+	// Nothing: provisiond switches the boot device and resets the machine
+	// through its BMC.
+	Then_THEN_NONE     Then = 1
+	Then_THEN_REBOOT   Then = 2
+	Then_THEN_POWEROFF Then = 3
+	// Boot the kernel that the workflow's kexec action loaded.
+	Then_THEN_KEXEC Then = 4
+)
+
+// Enum value maps for Then.
+var (
+	Then_name = map[int32]string{
+		0: "THEN_UNSPECIFIED",
+		1: "THEN_NONE",
+		2: "THEN_REBOOT",
+		3: "THEN_POWEROFF",
+		4: "THEN_KEXEC",
+	}
+	Then_value = map[string]int32{
+		"THEN_UNSPECIFIED": 0,
+		"THEN_NONE":        1,
+		"THEN_REBOOT":      2,
+		"THEN_POWEROFF":    3,
+		"THEN_KEXEC":       4,
+	}
+)
+
+func (x Then) Enum() *Then {
+	p := new(Then)
+	*p = x
+	return p
+}
+
+func (x Then) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Then) Descriptor() protoreflect.EnumDescriptor {
+	return file_baremetalv1_baremetal_proto_enumTypes[5].Descriptor()
+}
+
+func (Then) Type() protoreflect.EnumType {
+	return &file_baremetalv1_baremetal_proto_enumTypes[5]
+}
+
+func (x Then) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Then.Descriptor instead.
+func (Then) EnumDescriptor() ([]byte, []int) {
+	return file_baremetalv1_baremetal_proto_rawDescGZIP(), []int{5}
+}
+
 // A network interface of a server. The first interface is the boot interface.
 type Interface struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2882,8 +2942,13 @@ type GetActionResponse struct {
 	Action *Action `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
 	// The workflow has ended: the agent reboots or powers off as told.
 	Done bool `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
-	// What to do when done: "reboot", "poweroff" or "none".
-	Then          string `protobuf:"bytes,4,opt,name=then,proto3" json:"then,omitempty"`
+	// Deprecated: use on_done. What to do when done: "reboot", "poweroff",
+	// "kexec" or "none". Still sent, with the same meaning as on_done, for
+	// one release so that an older agent keeps working.
+	Then string `protobuf:"bytes,4,opt,name=then,proto3" json:"then,omitempty"`
+	// What to do when done. An agent reads it first and falls back to
+	// `then` when it is THEN_UNSPECIFIED (an older provisiond).
+	OnDone        Then `protobuf:"varint,5,opt,name=on_done,json=onDone,proto3,enum=baremetal.v1.Then" json:"on_done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2946,12 +3011,22 @@ func (x *GetActionResponse) GetThen() string {
 	return ""
 }
 
+func (x *GetActionResponse) GetOnDone() Then {
+	if x != nil {
+		return x.OnDone
+	}
+	return Then_THEN_UNSPECIFIED
+}
+
 type ReportActionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkflowId    string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
-	Index         int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	Task          string                 `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
-	Action        string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkflowId string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	Index      int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Task       string                 `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	Action     string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// RUNNING, SUCCEEDED, FAILED or TIMED_OUT; CANCELLED acknowledges that
+	// the agent stopped the action because provisiond cancelled it (Heartbeat
+	// said so), and is refused while the workflow and the action still run.
 	State         State                  `protobuf:"varint,5,opt,name=state,proto3,enum=baremetal.v1.State" json:"state,omitempty"`
 	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
 	OutputTail    string                 `protobuf:"bytes,7,opt,name=output_tail,json=outputTail,proto3" json:"output_tail,omitempty"`
@@ -3531,13 +3606,14 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
 	"\x10GetActionRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
-	"hardwareId\"\x8a\x01\n" +
+	"hardwareId\"\xb7\x01\n" +
 	"\x11GetActionResponse\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
 	"workflowId\x12,\n" +
 	"\x06action\x18\x02 \x01(\v2\x14.baremetal.v1.ActionR\x06action\x12\x12\n" +
 	"\x04done\x18\x03 \x01(\bR\x04done\x12\x12\n" +
-	"\x04then\x18\x04 \x01(\tR\x04then\"\xf0\x02\n" +
+	"\x04then\x18\x04 \x01(\tR\x04then\x12+\n" +
+	"\aon_done\x18\x05 \x01(\x0e2\x12.baremetal.v1.ThenR\x06onDone\"\xf0\x02\n" +
 	"\x13ReportActionRequest\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
 	"workflowId\x12\x14\n" +
@@ -3600,7 +3676,14 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x0fBOOT_DEVICE_PXE\x10\x01\x12\x14\n" +
 	"\x10BOOT_DEVICE_DISK\x10\x02\x12\x14\n" +
 	"\x10BOOT_DEVICE_BIOS\x10\x03\x12\x15\n" +
-	"\x11BOOT_DEVICE_CDROM\x10\x042\xf2\f\n" +
+	"\x11BOOT_DEVICE_CDROM\x10\x04*_\n" +
+	"\x04Then\x12\x14\n" +
+	"\x10THEN_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tTHEN_NONE\x10\x01\x12\x0f\n" +
+	"\vTHEN_REBOOT\x10\x02\x12\x11\n" +
+	"\rTHEN_POWEROFF\x10\x03\x12\x0e\n" +
+	"\n" +
+	"THEN_KEXEC\x10\x042\xf2\f\n" +
 	"\x05Admin\x12M\n" +
 	"\x0eCreateHardware\x12#.baremetal.v1.CreateHardwareRequest\x1a\x16.baremetal.v1.Hardware\x12G\n" +
 	"\vGetHardware\x12 .baremetal.v1.GetHardwareRequest\x1a\x16.baremetal.v1.Hardware\x12U\n" +
@@ -3642,7 +3725,7 @@ func file_baremetalv1_baremetal_proto_rawDescGZIP() []byte {
 	return file_baremetalv1_baremetal_proto_rawDescData
 }
 
-var file_baremetalv1_baremetal_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_baremetalv1_baremetal_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_baremetalv1_baremetal_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_baremetalv1_baremetal_proto_goTypes = []any{
 	(PowerState)(0),                   // 0: baremetal.v1.PowerState
@@ -3650,167 +3733,169 @@ var file_baremetalv1_baremetal_proto_goTypes = []any{
 	(State)(0),                        // 2: baremetal.v1.State
 	(PowerAction)(0),                  // 3: baremetal.v1.PowerAction
 	(BootDevice)(0),                   // 4: baremetal.v1.BootDevice
-	(*Interface)(nil),                 // 5: baremetal.v1.Interface
-	(*BMC)(nil),                       // 6: baremetal.v1.BMC
-	(*Netboot)(nil),                   // 7: baremetal.v1.Netboot
-	(*Hardware)(nil),                  // 8: baremetal.v1.Hardware
-	(*CreateHardwareRequest)(nil),     // 9: baremetal.v1.CreateHardwareRequest
-	(*GetHardwareRequest)(nil),        // 10: baremetal.v1.GetHardwareRequest
-	(*ListHardwareRequest)(nil),       // 11: baremetal.v1.ListHardwareRequest
-	(*ListHardwareResponse)(nil),      // 12: baremetal.v1.ListHardwareResponse
-	(*UpdateHardwareRequest)(nil),     // 13: baremetal.v1.UpdateHardwareRequest
-	(*DeleteHardwareRequest)(nil),     // 14: baremetal.v1.DeleteHardwareRequest
-	(*DeleteHardwareResponse)(nil),    // 15: baremetal.v1.DeleteHardwareResponse
-	(*TemplateTask)(nil),              // 16: baremetal.v1.TemplateTask
-	(*Template)(nil),                  // 17: baremetal.v1.Template
-	(*CreateTemplateRequest)(nil),     // 18: baremetal.v1.CreateTemplateRequest
-	(*GetTemplateRequest)(nil),        // 19: baremetal.v1.GetTemplateRequest
-	(*ListTemplatesRequest)(nil),      // 20: baremetal.v1.ListTemplatesRequest
-	(*ListTemplatesResponse)(nil),     // 21: baremetal.v1.ListTemplatesResponse
-	(*UpdateTemplateRequest)(nil),     // 22: baremetal.v1.UpdateTemplateRequest
-	(*DeleteTemplateRequest)(nil),     // 23: baremetal.v1.DeleteTemplateRequest
-	(*DeleteTemplateResponse)(nil),    // 24: baremetal.v1.DeleteTemplateResponse
-	(*ValidateTemplateRequest)(nil),   // 25: baremetal.v1.ValidateTemplateRequest
-	(*ValidateTemplateResponse)(nil),  // 26: baremetal.v1.ValidateTemplateResponse
-	(*ActionStatus)(nil),              // 27: baremetal.v1.ActionStatus
-	(*Workflow)(nil),                  // 28: baremetal.v1.Workflow
-	(*Machine)(nil),                   // 29: baremetal.v1.Machine
-	(*ProvisionMachineRequest)(nil),   // 30: baremetal.v1.ProvisionMachineRequest
-	(*GetMachineRequest)(nil),         // 31: baremetal.v1.GetMachineRequest
-	(*ListMachinesRequest)(nil),       // 32: baremetal.v1.ListMachinesRequest
-	(*ListMachinesResponse)(nil),      // 33: baremetal.v1.ListMachinesResponse
-	(*WatchMachineRequest)(nil),       // 34: baremetal.v1.WatchMachineRequest
-	(*ListWorkflowsRequest)(nil),      // 35: baremetal.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil),     // 36: baremetal.v1.ListWorkflowsResponse
-	(*DeprovisionMachineRequest)(nil), // 37: baremetal.v1.DeprovisionMachineRequest
-	(*Event)(nil),                     // 38: baremetal.v1.Event
-	(*GetPowerRequest)(nil),           // 39: baremetal.v1.GetPowerRequest
-	(*SetPowerRequest)(nil),           // 40: baremetal.v1.SetPowerRequest
-	(*PowerStatus)(nil),               // 41: baremetal.v1.PowerStatus
-	(*SetBootDeviceRequest)(nil),      // 42: baremetal.v1.SetBootDeviceRequest
-	(*SetBootDeviceResponse)(nil),     // 43: baremetal.v1.SetBootDeviceResponse
-	(*Action)(nil),                    // 44: baremetal.v1.Action
-	(*GetActionRequest)(nil),          // 45: baremetal.v1.GetActionRequest
-	(*GetActionResponse)(nil),         // 46: baremetal.v1.GetActionResponse
-	(*ReportActionRequest)(nil),       // 47: baremetal.v1.ReportActionRequest
-	(*ReportActionResponse)(nil),      // 48: baremetal.v1.ReportActionResponse
-	(*LogChunk)(nil),                  // 49: baremetal.v1.LogChunk
-	(*StreamLogsResponse)(nil),        // 50: baremetal.v1.StreamLogsResponse
-	(*HeartbeatRequest)(nil),          // 51: baremetal.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 52: baremetal.v1.HeartbeatResponse
-	nil,                               // 53: baremetal.v1.Hardware.LabelsEntry
-	nil,                               // 54: baremetal.v1.ListHardwareRequest.LabelsEntry
-	nil,                               // 55: baremetal.v1.Workflow.ParametersEntry
-	nil,                               // 56: baremetal.v1.Machine.ParametersEntry
-	nil,                               // 57: baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	nil,                               // 58: baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
-	nil,                               // 59: baremetal.v1.Action.EnvironmentEntry
-	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
+	(Then)(0),                         // 5: baremetal.v1.Then
+	(*Interface)(nil),                 // 6: baremetal.v1.Interface
+	(*BMC)(nil),                       // 7: baremetal.v1.BMC
+	(*Netboot)(nil),                   // 8: baremetal.v1.Netboot
+	(*Hardware)(nil),                  // 9: baremetal.v1.Hardware
+	(*CreateHardwareRequest)(nil),     // 10: baremetal.v1.CreateHardwareRequest
+	(*GetHardwareRequest)(nil),        // 11: baremetal.v1.GetHardwareRequest
+	(*ListHardwareRequest)(nil),       // 12: baremetal.v1.ListHardwareRequest
+	(*ListHardwareResponse)(nil),      // 13: baremetal.v1.ListHardwareResponse
+	(*UpdateHardwareRequest)(nil),     // 14: baremetal.v1.UpdateHardwareRequest
+	(*DeleteHardwareRequest)(nil),     // 15: baremetal.v1.DeleteHardwareRequest
+	(*DeleteHardwareResponse)(nil),    // 16: baremetal.v1.DeleteHardwareResponse
+	(*TemplateTask)(nil),              // 17: baremetal.v1.TemplateTask
+	(*Template)(nil),                  // 18: baremetal.v1.Template
+	(*CreateTemplateRequest)(nil),     // 19: baremetal.v1.CreateTemplateRequest
+	(*GetTemplateRequest)(nil),        // 20: baremetal.v1.GetTemplateRequest
+	(*ListTemplatesRequest)(nil),      // 21: baremetal.v1.ListTemplatesRequest
+	(*ListTemplatesResponse)(nil),     // 22: baremetal.v1.ListTemplatesResponse
+	(*UpdateTemplateRequest)(nil),     // 23: baremetal.v1.UpdateTemplateRequest
+	(*DeleteTemplateRequest)(nil),     // 24: baremetal.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),    // 25: baremetal.v1.DeleteTemplateResponse
+	(*ValidateTemplateRequest)(nil),   // 26: baremetal.v1.ValidateTemplateRequest
+	(*ValidateTemplateResponse)(nil),  // 27: baremetal.v1.ValidateTemplateResponse
+	(*ActionStatus)(nil),              // 28: baremetal.v1.ActionStatus
+	(*Workflow)(nil),                  // 29: baremetal.v1.Workflow
+	(*Machine)(nil),                   // 30: baremetal.v1.Machine
+	(*ProvisionMachineRequest)(nil),   // 31: baremetal.v1.ProvisionMachineRequest
+	(*GetMachineRequest)(nil),         // 32: baremetal.v1.GetMachineRequest
+	(*ListMachinesRequest)(nil),       // 33: baremetal.v1.ListMachinesRequest
+	(*ListMachinesResponse)(nil),      // 34: baremetal.v1.ListMachinesResponse
+	(*WatchMachineRequest)(nil),       // 35: baremetal.v1.WatchMachineRequest
+	(*ListWorkflowsRequest)(nil),      // 36: baremetal.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),     // 37: baremetal.v1.ListWorkflowsResponse
+	(*DeprovisionMachineRequest)(nil), // 38: baremetal.v1.DeprovisionMachineRequest
+	(*Event)(nil),                     // 39: baremetal.v1.Event
+	(*GetPowerRequest)(nil),           // 40: baremetal.v1.GetPowerRequest
+	(*SetPowerRequest)(nil),           // 41: baremetal.v1.SetPowerRequest
+	(*PowerStatus)(nil),               // 42: baremetal.v1.PowerStatus
+	(*SetBootDeviceRequest)(nil),      // 43: baremetal.v1.SetBootDeviceRequest
+	(*SetBootDeviceResponse)(nil),     // 44: baremetal.v1.SetBootDeviceResponse
+	(*Action)(nil),                    // 45: baremetal.v1.Action
+	(*GetActionRequest)(nil),          // 46: baremetal.v1.GetActionRequest
+	(*GetActionResponse)(nil),         // 47: baremetal.v1.GetActionResponse
+	(*ReportActionRequest)(nil),       // 48: baremetal.v1.ReportActionRequest
+	(*ReportActionResponse)(nil),      // 49: baremetal.v1.ReportActionResponse
+	(*LogChunk)(nil),                  // 50: baremetal.v1.LogChunk
+	(*StreamLogsResponse)(nil),        // 51: baremetal.v1.StreamLogsResponse
+	(*HeartbeatRequest)(nil),          // 52: baremetal.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 53: baremetal.v1.HeartbeatResponse
+	nil,                               // 54: baremetal.v1.Hardware.LabelsEntry
+	nil,                               // 55: baremetal.v1.ListHardwareRequest.LabelsEntry
+	nil,                               // 56: baremetal.v1.Workflow.ParametersEntry
+	nil,                               // 57: baremetal.v1.Machine.ParametersEntry
+	nil,                               // 58: baremetal.v1.ProvisionMachineRequest.ParametersEntry
+	nil,                               // 59: baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	nil,                               // 60: baremetal.v1.Action.EnvironmentEntry
+	(*timestamppb.Timestamp)(nil),     // 61: google.protobuf.Timestamp
 }
 var file_baremetalv1_baremetal_proto_depIdxs = []int32{
-	5,  // 0: baremetal.v1.Hardware.interfaces:type_name -> baremetal.v1.Interface
-	6,  // 1: baremetal.v1.Hardware.bmc:type_name -> baremetal.v1.BMC
-	53, // 2: baremetal.v1.Hardware.labels:type_name -> baremetal.v1.Hardware.LabelsEntry
-	7,  // 3: baremetal.v1.Hardware.netboot:type_name -> baremetal.v1.Netboot
+	6,  // 0: baremetal.v1.Hardware.interfaces:type_name -> baremetal.v1.Interface
+	7,  // 1: baremetal.v1.Hardware.bmc:type_name -> baremetal.v1.BMC
+	54, // 2: baremetal.v1.Hardware.labels:type_name -> baremetal.v1.Hardware.LabelsEntry
+	8,  // 3: baremetal.v1.Hardware.netboot:type_name -> baremetal.v1.Netboot
 	0,  // 4: baremetal.v1.Hardware.power:type_name -> baremetal.v1.PowerState
-	60, // 5: baremetal.v1.Hardware.power_seen_at:type_name -> google.protobuf.Timestamp
-	60, // 6: baremetal.v1.Hardware.created_at:type_name -> google.protobuf.Timestamp
-	60, // 7: baremetal.v1.Hardware.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: baremetal.v1.CreateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
-	54, // 9: baremetal.v1.ListHardwareRequest.labels:type_name -> baremetal.v1.ListHardwareRequest.LabelsEntry
-	8,  // 10: baremetal.v1.ListHardwareResponse.hardware:type_name -> baremetal.v1.Hardware
-	8,  // 11: baremetal.v1.UpdateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
-	16, // 12: baremetal.v1.Template.tasks:type_name -> baremetal.v1.TemplateTask
-	60, // 13: baremetal.v1.Template.created_at:type_name -> google.protobuf.Timestamp
-	60, // 14: baremetal.v1.Template.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 15: baremetal.v1.CreateTemplateRequest.template:type_name -> baremetal.v1.Template
-	17, // 16: baremetal.v1.ListTemplatesResponse.templates:type_name -> baremetal.v1.Template
-	17, // 17: baremetal.v1.UpdateTemplateRequest.template:type_name -> baremetal.v1.Template
-	16, // 18: baremetal.v1.ValidateTemplateResponse.tasks:type_name -> baremetal.v1.TemplateTask
+	61, // 5: baremetal.v1.Hardware.power_seen_at:type_name -> google.protobuf.Timestamp
+	61, // 6: baremetal.v1.Hardware.created_at:type_name -> google.protobuf.Timestamp
+	61, // 7: baremetal.v1.Hardware.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: baremetal.v1.CreateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
+	55, // 9: baremetal.v1.ListHardwareRequest.labels:type_name -> baremetal.v1.ListHardwareRequest.LabelsEntry
+	9,  // 10: baremetal.v1.ListHardwareResponse.hardware:type_name -> baremetal.v1.Hardware
+	9,  // 11: baremetal.v1.UpdateHardwareRequest.hardware:type_name -> baremetal.v1.Hardware
+	17, // 12: baremetal.v1.Template.tasks:type_name -> baremetal.v1.TemplateTask
+	61, // 13: baremetal.v1.Template.created_at:type_name -> google.protobuf.Timestamp
+	61, // 14: baremetal.v1.Template.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 15: baremetal.v1.CreateTemplateRequest.template:type_name -> baremetal.v1.Template
+	18, // 16: baremetal.v1.ListTemplatesResponse.templates:type_name -> baremetal.v1.Template
+	18, // 17: baremetal.v1.UpdateTemplateRequest.template:type_name -> baremetal.v1.Template
+	17, // 18: baremetal.v1.ValidateTemplateResponse.tasks:type_name -> baremetal.v1.TemplateTask
 	2,  // 19: baremetal.v1.ActionStatus.state:type_name -> baremetal.v1.State
-	60, // 20: baremetal.v1.ActionStatus.started_at:type_name -> google.protobuf.Timestamp
-	60, // 21: baremetal.v1.ActionStatus.finished_at:type_name -> google.protobuf.Timestamp
-	55, // 22: baremetal.v1.Workflow.parameters:type_name -> baremetal.v1.Workflow.ParametersEntry
+	61, // 20: baremetal.v1.ActionStatus.started_at:type_name -> google.protobuf.Timestamp
+	61, // 21: baremetal.v1.ActionStatus.finished_at:type_name -> google.protobuf.Timestamp
+	56, // 22: baremetal.v1.Workflow.parameters:type_name -> baremetal.v1.Workflow.ParametersEntry
 	1,  // 23: baremetal.v1.Workflow.kind:type_name -> baremetal.v1.WorkflowKind
 	2,  // 24: baremetal.v1.Workflow.state:type_name -> baremetal.v1.State
-	27, // 25: baremetal.v1.Workflow.actions:type_name -> baremetal.v1.ActionStatus
-	60, // 26: baremetal.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	60, // 27: baremetal.v1.Workflow.started_at:type_name -> google.protobuf.Timestamp
-	60, // 28: baremetal.v1.Workflow.finished_at:type_name -> google.protobuf.Timestamp
-	56, // 29: baremetal.v1.Machine.parameters:type_name -> baremetal.v1.Machine.ParametersEntry
-	28, // 30: baremetal.v1.Machine.workflow:type_name -> baremetal.v1.Workflow
-	60, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
-	60, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
-	60, // 33: baremetal.v1.Machine.os_ready_at:type_name -> google.protobuf.Timestamp
-	57, // 34: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
-	58, // 35: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
-	29, // 36: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
-	28, // 37: baremetal.v1.ListWorkflowsResponse.workflows:type_name -> baremetal.v1.Workflow
-	60, // 38: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
+	28, // 25: baremetal.v1.Workflow.actions:type_name -> baremetal.v1.ActionStatus
+	61, // 26: baremetal.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	61, // 27: baremetal.v1.Workflow.started_at:type_name -> google.protobuf.Timestamp
+	61, // 28: baremetal.v1.Workflow.finished_at:type_name -> google.protobuf.Timestamp
+	57, // 29: baremetal.v1.Machine.parameters:type_name -> baremetal.v1.Machine.ParametersEntry
+	29, // 30: baremetal.v1.Machine.workflow:type_name -> baremetal.v1.Workflow
+	61, // 31: baremetal.v1.Machine.provisioned_at:type_name -> google.protobuf.Timestamp
+	61, // 32: baremetal.v1.Machine.created_at:type_name -> google.protobuf.Timestamp
+	61, // 33: baremetal.v1.Machine.os_ready_at:type_name -> google.protobuf.Timestamp
+	58, // 34: baremetal.v1.ProvisionMachineRequest.parameters:type_name -> baremetal.v1.ProvisionMachineRequest.ParametersEntry
+	59, // 35: baremetal.v1.ProvisionMachineRequest.sensitive_parameters:type_name -> baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntry
+	30, // 36: baremetal.v1.ListMachinesResponse.machines:type_name -> baremetal.v1.Machine
+	29, // 37: baremetal.v1.ListWorkflowsResponse.workflows:type_name -> baremetal.v1.Workflow
+	61, // 38: baremetal.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 39: baremetal.v1.Event.state:type_name -> baremetal.v1.State
-	28, // 40: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
+	29, // 40: baremetal.v1.Event.workflow:type_name -> baremetal.v1.Workflow
 	3,  // 41: baremetal.v1.SetPowerRequest.action:type_name -> baremetal.v1.PowerAction
 	0,  // 42: baremetal.v1.PowerStatus.state:type_name -> baremetal.v1.PowerState
-	60, // 43: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
+	61, // 43: baremetal.v1.PowerStatus.seen_at:type_name -> google.protobuf.Timestamp
 	4,  // 44: baremetal.v1.SetBootDeviceRequest.device:type_name -> baremetal.v1.BootDevice
-	59, // 45: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
-	44, // 46: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
-	2,  // 47: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
-	60, // 48: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
-	60, // 49: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
-	9,  // 50: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
-	10, // 51: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
-	11, // 52: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
-	13, // 53: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
-	14, // 54: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
-	18, // 55: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
-	19, // 56: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
-	20, // 57: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
-	22, // 58: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
-	23, // 59: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
-	25, // 60: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
-	30, // 61: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
-	31, // 62: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
-	32, // 63: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
-	34, // 64: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
-	35, // 65: baremetal.v1.Admin.ListWorkflows:input_type -> baremetal.v1.ListWorkflowsRequest
-	37, // 66: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
-	39, // 67: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
-	40, // 68: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
-	42, // 69: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
-	45, // 70: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
-	47, // 71: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
-	49, // 72: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
-	51, // 73: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
-	8,  // 74: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
-	8,  // 75: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
-	12, // 76: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
-	8,  // 77: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
-	15, // 78: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
-	17, // 79: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
-	17, // 80: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
-	21, // 81: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
-	17, // 82: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
-	24, // 83: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
-	26, // 84: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
-	29, // 85: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
-	29, // 86: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
-	33, // 87: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
-	38, // 88: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
-	36, // 89: baremetal.v1.Admin.ListWorkflows:output_type -> baremetal.v1.ListWorkflowsResponse
-	29, // 90: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
-	41, // 91: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
-	41, // 92: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
-	43, // 93: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
-	46, // 94: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
-	48, // 95: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
-	50, // 96: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
-	52, // 97: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
-	74, // [74:98] is the sub-list for method output_type
-	50, // [50:74] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	60, // 45: baremetal.v1.Action.environment:type_name -> baremetal.v1.Action.EnvironmentEntry
+	45, // 46: baremetal.v1.GetActionResponse.action:type_name -> baremetal.v1.Action
+	5,  // 47: baremetal.v1.GetActionResponse.on_done:type_name -> baremetal.v1.Then
+	2,  // 48: baremetal.v1.ReportActionRequest.state:type_name -> baremetal.v1.State
+	61, // 49: baremetal.v1.ReportActionRequest.started_at:type_name -> google.protobuf.Timestamp
+	61, // 50: baremetal.v1.ReportActionRequest.finished_at:type_name -> google.protobuf.Timestamp
+	10, // 51: baremetal.v1.Admin.CreateHardware:input_type -> baremetal.v1.CreateHardwareRequest
+	11, // 52: baremetal.v1.Admin.GetHardware:input_type -> baremetal.v1.GetHardwareRequest
+	12, // 53: baremetal.v1.Admin.ListHardware:input_type -> baremetal.v1.ListHardwareRequest
+	14, // 54: baremetal.v1.Admin.UpdateHardware:input_type -> baremetal.v1.UpdateHardwareRequest
+	15, // 55: baremetal.v1.Admin.DeleteHardware:input_type -> baremetal.v1.DeleteHardwareRequest
+	19, // 56: baremetal.v1.Admin.CreateTemplate:input_type -> baremetal.v1.CreateTemplateRequest
+	20, // 57: baremetal.v1.Admin.GetTemplate:input_type -> baremetal.v1.GetTemplateRequest
+	21, // 58: baremetal.v1.Admin.ListTemplates:input_type -> baremetal.v1.ListTemplatesRequest
+	23, // 59: baremetal.v1.Admin.UpdateTemplate:input_type -> baremetal.v1.UpdateTemplateRequest
+	24, // 60: baremetal.v1.Admin.DeleteTemplate:input_type -> baremetal.v1.DeleteTemplateRequest
+	26, // 61: baremetal.v1.Admin.ValidateTemplate:input_type -> baremetal.v1.ValidateTemplateRequest
+	31, // 62: baremetal.v1.Admin.ProvisionMachine:input_type -> baremetal.v1.ProvisionMachineRequest
+	32, // 63: baremetal.v1.Admin.GetMachine:input_type -> baremetal.v1.GetMachineRequest
+	33, // 64: baremetal.v1.Admin.ListMachines:input_type -> baremetal.v1.ListMachinesRequest
+	35, // 65: baremetal.v1.Admin.WatchMachine:input_type -> baremetal.v1.WatchMachineRequest
+	36, // 66: baremetal.v1.Admin.ListWorkflows:input_type -> baremetal.v1.ListWorkflowsRequest
+	38, // 67: baremetal.v1.Admin.DeprovisionMachine:input_type -> baremetal.v1.DeprovisionMachineRequest
+	40, // 68: baremetal.v1.Admin.GetPower:input_type -> baremetal.v1.GetPowerRequest
+	41, // 69: baremetal.v1.Admin.SetPower:input_type -> baremetal.v1.SetPowerRequest
+	43, // 70: baremetal.v1.Admin.SetBootDevice:input_type -> baremetal.v1.SetBootDeviceRequest
+	46, // 71: baremetal.v1.Agent.GetAction:input_type -> baremetal.v1.GetActionRequest
+	48, // 72: baremetal.v1.Agent.ReportAction:input_type -> baremetal.v1.ReportActionRequest
+	50, // 73: baremetal.v1.Agent.StreamLogs:input_type -> baremetal.v1.LogChunk
+	52, // 74: baremetal.v1.Agent.Heartbeat:input_type -> baremetal.v1.HeartbeatRequest
+	9,  // 75: baremetal.v1.Admin.CreateHardware:output_type -> baremetal.v1.Hardware
+	9,  // 76: baremetal.v1.Admin.GetHardware:output_type -> baremetal.v1.Hardware
+	13, // 77: baremetal.v1.Admin.ListHardware:output_type -> baremetal.v1.ListHardwareResponse
+	9,  // 78: baremetal.v1.Admin.UpdateHardware:output_type -> baremetal.v1.Hardware
+	16, // 79: baremetal.v1.Admin.DeleteHardware:output_type -> baremetal.v1.DeleteHardwareResponse
+	18, // 80: baremetal.v1.Admin.CreateTemplate:output_type -> baremetal.v1.Template
+	18, // 81: baremetal.v1.Admin.GetTemplate:output_type -> baremetal.v1.Template
+	22, // 82: baremetal.v1.Admin.ListTemplates:output_type -> baremetal.v1.ListTemplatesResponse
+	18, // 83: baremetal.v1.Admin.UpdateTemplate:output_type -> baremetal.v1.Template
+	25, // 84: baremetal.v1.Admin.DeleteTemplate:output_type -> baremetal.v1.DeleteTemplateResponse
+	27, // 85: baremetal.v1.Admin.ValidateTemplate:output_type -> baremetal.v1.ValidateTemplateResponse
+	30, // 86: baremetal.v1.Admin.ProvisionMachine:output_type -> baremetal.v1.Machine
+	30, // 87: baremetal.v1.Admin.GetMachine:output_type -> baremetal.v1.Machine
+	34, // 88: baremetal.v1.Admin.ListMachines:output_type -> baremetal.v1.ListMachinesResponse
+	39, // 89: baremetal.v1.Admin.WatchMachine:output_type -> baremetal.v1.Event
+	37, // 90: baremetal.v1.Admin.ListWorkflows:output_type -> baremetal.v1.ListWorkflowsResponse
+	30, // 91: baremetal.v1.Admin.DeprovisionMachine:output_type -> baremetal.v1.Machine
+	42, // 92: baremetal.v1.Admin.GetPower:output_type -> baremetal.v1.PowerStatus
+	42, // 93: baremetal.v1.Admin.SetPower:output_type -> baremetal.v1.PowerStatus
+	44, // 94: baremetal.v1.Admin.SetBootDevice:output_type -> baremetal.v1.SetBootDeviceResponse
+	47, // 95: baremetal.v1.Agent.GetAction:output_type -> baremetal.v1.GetActionResponse
+	49, // 96: baremetal.v1.Agent.ReportAction:output_type -> baremetal.v1.ReportActionResponse
+	51, // 97: baremetal.v1.Agent.StreamLogs:output_type -> baremetal.v1.StreamLogsResponse
+	53, // 98: baremetal.v1.Agent.Heartbeat:output_type -> baremetal.v1.HeartbeatResponse
+	75, // [75:99] is the sub-list for method output_type
+	51, // [51:75] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_baremetalv1_baremetal_proto_init() }
@@ -3823,7 +3908,7 @@ func file_baremetalv1_baremetal_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baremetalv1_baremetal_proto_rawDesc), len(file_baremetalv1_baremetal_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   2,

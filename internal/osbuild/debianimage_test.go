@@ -232,7 +232,10 @@ func serveMetadata(t *testing.T, vm lab.VM) string {
 		if err := tx.CreateHardware(store.Hardware{
 			ID: "hw-" + vm.Name, Hostname: debTestHostname, Arch: "x86_64", UEFI: vm.Firmware == lab.UEFI,
 			Interfaces: []store.Interface{{MAC: lab.MACFor(vm.Name), IP: "127.0.0.1/8"}},
-			Metadata:   json.RawMessage(`{}`),
+			// The record's address is the guestfwd helper's, not the VM's:
+			// the VM keeps QEMU's DHCP rather than take 127.0.0.1 from the
+			// meta-data's network-interfaces, as hardware with this choice does.
+			Metadata: json.RawMessage(`{"network": "dhcp"}`),
 		}); err != nil {
 			return err
 		}

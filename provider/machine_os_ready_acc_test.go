@@ -116,7 +116,7 @@ func osReadyEvents(d *testDaemon, id string) ([]store.Event, error) {
 func TestAccMachineOSReady(t *testing.T) {
 	requireAcc(t)
 	d, bmc := startSimLab(t)
-	bmc.osBoot = phoneHome(t, d.HTTP)
+	bmc.OnDiskBoot(phoneHome(t, d.HTTP))
 	addr := "baremetal_machine.node"
 	ud := phoneHomeUserData(d)
 	resource.ParallelTest(t, resource.TestCase{

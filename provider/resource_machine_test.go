@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/simbmc"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,118 +22,20 @@ import (
 
 	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
-// simBMC plays the BMCs of many servers at once, for tests of Terraform's
-// parallelism where twenty ipmi_sim BMCs and agents would cost more than
-// they prove (the real peers are in lab_acc_test.go). It keeps power state
-// per hardware, and powering a server on (or resetting it) with the boot
-// device set to PXE "boots" it into the agent OS, that is, starts a
-// simulated agent that talks to the workflow engine's agent API as the
-// real agent does over gRPC: it takes the token provisiond mints for the
-// boot, asks for actions and reports them done.
-type simBMC struct {
-	t   *testing.T
-	ctx context.Context
-
-	mu     sync.Mutex
-	eng    *workflow.Engine
-	power  map[string]string
-	boot   map[string]string
-	agents sync.WaitGroup
-	// osBoot, when set, is the installed OS of one boot from disk (power
-	// on or reset with boot device disk), run in its own goroutine.
-	osBoot func(ctx context.Context, hw store.Hardware)
-}
-
-func newSimBMC(t *testing.T) *simBMC {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &simBMC{t: t, ctx: ctx, power: map[string]string{}, boot: map[string]string{}}
-	t.Cleanup(func() { cancel(); b.agents.Wait() })
-	return b
-}
-
-func (b *simBMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s, ok := b.power[hw.ID]; ok {
-		return s, nil
-	}
-	return "off", nil
-}
-
-func (b *simBMC) SetPower(_ context.Context, hw store.Hardware, action string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	was := b.power[hw.ID]
-	switch action {
-	case "on", "cycle", "reset":
-		b.power[hw.ID] = "on"
-		if (was != "on" || action != "on") && b.boot[hw.ID] == "pxe" {
-			b.agents.Add(1)
-			go b.runAgent(hw.ID)
-		}
-		if (was != "on" || action != "on") && b.boot[hw.ID] == "disk" && b.osBoot != nil {
-			b.agents.Add(1)
-			go func() { defer b.agents.Done(); b.osBoot(b.ctx, hw) }()
-		}
-	case "off", "soft":
-		b.power[hw.ID] = "off"
-	default:
-		return fmt.Errorf("unknown power action %q", action)
-	}
-	return nil
-}
-
-func (b *simBMC) SetBootDevice(_ context.Context, hw store.Hardware, device string, _, _ bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.boot[hw.ID] = device
-	return nil
-}
-
-// runAgent is the agent OS of one boot.
-func (b *simBMC) runAgent(hwID string) {
-	defer b.agents.Done()
-	ctx := b.ctx
-	var token string
-	for token == "" {
-		// The iPXE script asks for the token once the engine waits for the agent.
-		_, tok, err := b.eng.MintAgentToken(ctx, hwID)
-		if err == nil {
-			token = tok
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	for ctx.Err() == nil {
-		as, err := b.eng.NextAction(ctx, token, hwID)
-		if err != nil || as.Done {
-			return
-		}
-		if as.Action == nil {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		act := *as.Action
-		r := workflow.Report{Index: as.Index, Task: act.Task, Action: act.Name, Attempt: act.Attempt, State: store.StateSucceeded, OutputTail: "done\n"}
-		if err := b.eng.ReportAction(ctx, token, r); err != nil {
-			return
-		}
-	}
-}
+// simBMC is the test kit's simulated BMCs and agents (simbmc.BMC),
+// for tests of Terraform's parallelism where twenty ipmi_sim BMCs and
+// agents would cost more than they prove (the real peers are in
+// lab_acc_test.go).
+type simBMC = simbmc.BMC
 
 // startSimLab starts provisiond's API with the real workflow engine, driving
 // the simulated BMCs and agents of simBMC.
 func startSimLab(t *testing.T) (*testDaemon, *simBMC) {
-	bmc := newSimBMC(t)
+	bmc := simbmc.New(t)
 	d := startDaemon(t, nil, daemon.WithPower(bmc))
-	bmc.eng = d.Engine
+	bmc.Engine = d.Engine
 	return d, bmc
 }
 

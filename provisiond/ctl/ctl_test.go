@@ -8,13 +8,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/simbmc"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,11 +32,11 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 
 // testDaemon is provisiond in the test process, built by the daemon
 // package as the binary builds it, over TLS on 127.0.0.1, with the
-// simulated BMC and agents of simBMC.
+// simulated BMC and agents of simbmc.BMC.
 type testDaemon struct {
 	Endpoint, Token string
 	PKI             *testpki.PKI
-	BMC             *simBMC
+	BMC             *simbmc.BMC
 	Client          *client.Client
 	tokenFile       string
 }
@@ -49,7 +49,7 @@ func startDaemon(t *testing.T) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bmc := newSimBMC(t)
+	bmc := simbmc.New(t)
 	cfg := daemon.Config{
 		DataDir: dir, GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", PublicIP: "127.0.0.1",
 		Token: "admin-token-" + store.NewID(), NoSync: true,
@@ -65,7 +65,7 @@ func startDaemon(t *testing.T) *testDaemon {
 	if err != nil {
 		t.Fatalf("provisiond: %v", err)
 	}
-	bmc.eng = dd.Engine()
+	bmc.Engine = dd.Engine()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- dd.Serve(ctx) }()
@@ -106,107 +106,6 @@ func runCtl(t *testing.T, env map[string]string, args ...string) (string, error)
 	var out, errw bytes.Buffer
 	err := Run(ctx, args, func(k string) string { return env[k] }, &out, &errw)
 	return out.String(), err
-}
-
-// simBMC plays the BMCs of the test's servers (as provider's simBMC does):
-// a power-on with the boot device PXE starts a simulated agent that talks
-// to the workflow engine as the real agent does, reporting each action
-// done, or failed when it is named in fail. Agents of hardware in hold
-// wait for its channel to close before they report anything.
-type simBMC struct {
-	ctx context.Context
-
-	mu     sync.Mutex
-	eng    *workflow.Engine
-	power  map[string]string
-	boot   map[string]string
-	fail   map[string]string        // hardware id → action that fails
-	hold   map[string]chan struct{} // hardware id → gate
-	agents sync.WaitGroup
-}
-
-func newSimBMC(t *testing.T) *simBMC {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &simBMC{ctx: ctx, power: map[string]string{}, boot: map[string]string{}, fail: map[string]string{}, hold: map[string]chan struct{}{}}
-	t.Cleanup(func() { cancel(); b.agents.Wait() })
-	return b
-}
-
-func (b *simBMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s, ok := b.power[hw.ID]; ok {
-		return s, nil
-	}
-	return "off", nil
-}
-
-func (b *simBMC) SetPower(_ context.Context, hw store.Hardware, action string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	was := b.power[hw.ID]
-	switch action {
-	case "on", "cycle", "reset":
-		b.power[hw.ID] = "on"
-		if (was != "on" || action != "on") && b.boot[hw.ID] == "pxe" {
-			b.agents.Add(1)
-			go b.runAgent(hw.ID, b.fail[hw.ID], b.hold[hw.ID])
-		}
-	case "off", "soft":
-		b.power[hw.ID] = "off"
-	default:
-		return fmt.Errorf("unknown power action %q", action)
-	}
-	return nil
-}
-
-func (b *simBMC) SetBootDevice(_ context.Context, hw store.Hardware, device string, _, _ bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.boot[hw.ID] = device
-	return nil
-}
-
-func (b *simBMC) runAgent(hwID, fail string, hold chan struct{}) {
-	defer b.agents.Done()
-	ctx := b.ctx
-	var token string
-	for token == "" {
-		if _, tok, err := b.eng.MintAgentToken(ctx, hwID); err == nil {
-			token = tok
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if hold != nil {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hold:
-		}
-	}
-	for ctx.Err() == nil {
-		as, err := b.eng.NextAction(ctx, token, hwID)
-		if err != nil || as.Done {
-			return
-		}
-		if as.Action == nil {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		act := *as.Action
-		r := workflow.Report{Index: as.Index, Task: act.Task, Action: act.Name, Attempt: act.Attempt, State: store.StateSucceeded, OutputTail: "done\n"}
-		if act.Name == fail {
-			r.State, r.Message, r.OutputTail = store.StateFailed, "exit status 3", "no space left on device\n"
-		}
-		if err := b.eng.ReportAction(ctx, token, r); err != nil {
-			return
-		}
-	}
 }
 
 func template(name string, actions ...string) string {
@@ -423,9 +322,8 @@ func TestFollow(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			gate := make(chan struct{})
-			d.BMC.mu.Lock()
-			d.BMC.hold["server-2"], d.BMC.fail["server-2"] = gate, tc.fail
-			d.BMC.mu.Unlock()
+			d.BMC.Hold("server-2", gate)
+			d.BMC.Fail("server-2", tc.fail)
 			m, err := d.Client.ProvisionMachine(ctx, &pb.ProvisionMachineRequest{HardwareId: "server-2", TemplateId: "ubuntu"})
 			if err != nil {
 				t.Fatal(err)
@@ -514,9 +412,8 @@ func deprovision(t *testing.T, d *testDaemon, hwID string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d.BMC.mu.Lock()
-	d.BMC.hold[hwID], d.BMC.fail[hwID] = nil, ""
-	d.BMC.mu.Unlock()
+	d.BMC.Hold(hwID, nil)
+	d.BMC.Fail(hwID, "")
 	if _, err := d.Client.DeprovisionMachine(ctx, &pb.DeprovisionMachineRequest{HardwareId: hwID, Wipe: "none"}); err != nil {
 		t.Fatalf("deprovision: %v", err)
 	}

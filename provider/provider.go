@@ -7,7 +7,6 @@ import (
 	"context"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -156,24 +155,15 @@ func (p *baremetalProvider) Configure(ctx context.Context, req provider.Configur
 
 // connectDetail explains a failed connection: TLS, refused, or timed out.
 func connectDetail(cc client.Config, err error) string {
-	msg := err.Error()
-	low := strings.ToLower(msg)
-	var hint string
-	switch {
-	case strings.Contains(low, "certificate") || strings.Contains(low, "x509") || strings.Contains(low, "tls") && strings.Contains(low, "handshake"):
-		hint = "This is a TLS problem: provisiond's certificate did not verify, or one side speaks TLS and the other does not. Check ca_cert (the CA that signed provisiond's --tls-cert), that the endpoint's host name is in the certificate, and client_cert/client_key when provisiond requires mutual TLS."
-	case strings.Contains(low, "connection refused"):
-		hint = "Nothing listens at that address: check that provisiond runs and that endpoint names its --grpc-listen address."
-	case strings.Contains(low, "no such host") || strings.Contains(low, "lookup"):
-		hint = "The endpoint's host name does not resolve."
-	case strings.Contains(low, "not reachable within"):
-		hint = "provisiond did not answer in time: check the endpoint, firewalls, and whether provisiond expects TLS (set ca_cert) or plain text (use an http:// endpoint)."
-	case strings.Contains(low, "endpoint"):
-		hint = "The endpoint is malformed."
-	default:
-		hint = "Check the endpoint and TLS settings."
-	}
-	return hint + "\n\nEndpoint: " + cc.Endpoint + "\nError: " + msg
+	hint := map[client.Problem]string{
+		client.ProblemTLS:      "This is a TLS problem: provisiond's certificate did not verify, or one side speaks TLS and the other does not. Check ca_cert (the CA that signed provisiond's --tls-cert), that the endpoint's host name is in the certificate, and client_cert/client_key when provisiond requires mutual TLS.",
+		client.ProblemRefused:  "Nothing listens at that address: check that provisiond runs and that endpoint names its --grpc-listen address.",
+		client.ProblemNoHost:   "The endpoint's host name does not resolve.",
+		client.ProblemTimeout:  "provisiond did not answer in time: check the endpoint, firewalls, and whether provisiond expects TLS (set ca_cert) or plain text (use an http:// endpoint).",
+		client.ProblemEndpoint: "The endpoint is malformed.",
+		client.ProblemOther:    "Check the endpoint and TLS settings.",
+	}[client.Diagnose(err)]
+	return hint + "\n\nEndpoint: " + cc.Endpoint + "\nError: " + err.Error()
 }
 
 func (p *baremetalProvider) Resources(context.Context) []func() resource.Resource {

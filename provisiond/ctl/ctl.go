@@ -266,25 +266,16 @@ func readFile(path, flagName string) (string, error) {
 
 // connectError explains a failed connection and what to check.
 func connectError(cfg client.Config, err error) error {
-	low := strings.ToLower(err.Error())
-	var hint string
-	switch {
-	case strings.Contains(low, "certificate") || strings.Contains(low, "x509") || strings.Contains(low, "tls") && strings.Contains(low, "handshake"),
-		strings.Contains(low, "first record does not look like a tls handshake"):
-		hint = "TLS problem: provisiond's certificate did not verify, or one side speaks TLS and the other does not. " +
+	hint := map[client.Problem]string{
+		client.ProblemTLS: "TLS problem: provisiond's certificate did not verify, or one side speaks TLS and the other does not. " +
 			"Check --ca-cert (BAREMETAL_CA_CERT: the CA that signed provisiond's --tls-cert), that the endpoint's host name is in the certificate, " +
-			"--client-cert/--client-key when provisiond runs with --tls-client-ca, and an http:// endpoint if provisiond has no TLS"
-	case strings.Contains(low, "connection refused"):
-		hint = "nothing listens there: check that provisiond runs and that --endpoint (BAREMETAL_ENDPOINT) names its --grpc-listen address"
-	case strings.Contains(low, "no such host") || strings.Contains(low, "lookup"):
-		hint = "the endpoint's host name does not resolve"
-	case strings.Contains(low, "not reachable within"):
-		hint = "provisiond did not answer in time: check the endpoint, firewalls, and whether provisiond expects TLS (--ca-cert) or plain text (an http:// endpoint)"
-	case strings.Contains(low, "endpoint"):
-		hint = "the endpoint is malformed"
-	default:
-		hint = "check --endpoint and the TLS settings"
-	}
+			"--client-cert/--client-key when provisiond runs with --tls-client-ca, and an http:// endpoint if provisiond has no TLS",
+		client.ProblemRefused:  "nothing listens there: check that provisiond runs and that --endpoint (BAREMETAL_ENDPOINT) names its --grpc-listen address",
+		client.ProblemNoHost:   "the endpoint's host name does not resolve",
+		client.ProblemTimeout:  "provisiond did not answer in time: check the endpoint, firewalls, and whether provisiond expects TLS (--ca-cert) or plain text (an http:// endpoint)",
+		client.ProblemEndpoint: "the endpoint is malformed",
+		client.ProblemOther:    "check --endpoint and the TLS settings",
+	}[client.Diagnose(err)]
 	return fmt.Errorf("cannot reach provisiond at %s: %s\n  %v", cfg.Endpoint, hint, err)
 }
 

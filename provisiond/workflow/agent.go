@@ -49,10 +49,7 @@ func (e *Engine) MintAgentToken(ctx context.Context, hardwareID string) (workflo
 		}
 		msg := "agent token issued"
 		if len(w.TokenHash) > 0 && w.TokenUsed {
-			last := w.LastHeartbeat
-			if seen := e.lastSeen(w.ID); seen.After(last) {
-				last = seen
-			}
+			last := e.lastContact(w)
 			if silent := now.Sub(last); silent < e.opts.AgentSilence {
 				return fmt.Errorf("%w: workflow %s's agent called in %s ago", ErrAgentLive, w.ID, silent.Round(time.Second))
 			}

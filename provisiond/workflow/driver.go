@@ -163,10 +163,7 @@ func (e *Engine) watch(ctx context.Context, w store.Workflow, now time.Time) (ti
 		}
 		next = min(next, left)
 	}
-	last := e.lastSeen(w.ID)
-	if w.LastHeartbeat.After(last) {
-		last = w.LastHeartbeat
-	}
+	last := e.lastContact(w)
 	if last.IsZero() {
 		last = now
 	}

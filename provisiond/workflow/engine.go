@@ -225,6 +225,16 @@ func (e *Engine) touch(id string) {
 	e.mu.Unlock()
 }
 
+// lastContact is when w's agent last called in: the later of the
+// in-memory record and the stored heartbeat (which survives a restart).
+func (e *Engine) lastContact(w store.Workflow) time.Time {
+	last := w.LastHeartbeat
+	if seen := e.lastSeen(w.ID); seen.After(last) {
+		last = seen
+	}
+	return last
+}
+
 func (e *Engine) lastSeen(id string) time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()

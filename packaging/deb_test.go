@@ -27,6 +27,7 @@ import (
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/client"
+	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
 )
 
 const (
@@ -38,10 +39,14 @@ const (
 )
 
 // TestDeb builds the .deb, installs it on this host with dpkg -i, checks
-// what it put where, verifies the unit, runs the installed provisiond as
-// the package's user with the unit's capabilities and the installed
-// config (on free loopback ports, DHCP off, a temporary data dir), then
-// purges the package.
+// what it put where, verifies the unit, turns TLS on as an operator does
+// (certificate files at the paths the installed config names, its tls-*
+// lines uncommented), runs the installed provisiond as the package's user
+// with the unit's capabilities and the installed config (on free loopback
+// ports, DHCP off, a temporary data dir); real terraform then creates a
+// hardware and a template in it with the installed token, the installed
+// `provisiond ctl` lists them with the same token and CA, terraform
+// destroys them; then it purges the package.
 //
 // It installs for real rather than into a scratch root: dpkg --root and
 // --instdir chroot into that root to run the maintainer scripts, which
@@ -109,10 +114,11 @@ func TestDeb(t *testing.T) {
 		}
 	}
 
-	runInstalled(t, token)
+	caFile := enableTLS(t)
+	runInstalled(t, token, caFile)
 
 	purge(t)
-	for _, p := range []string{"/usr/bin/provisiond", unitPath, configPath, tokenPath} {
+	for _, p := range []string{"/usr/bin/provisiond", unitPath, configPath, tokenPath, "/etc/provisiond"} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s is still there after dpkg -P: %v", p, err)
 		}
@@ -141,9 +147,16 @@ func buildDeb(t *testing.T) string {
 }
 
 // purge removes the package and what a purge leaves on purpose: the user
-// and the state directory, both made by this test's install.
+// and the state directory, both made by this test's install, and the TLS
+// files enableTLS put in /etc/provisiond (a purge leaves an operator's
+// files, and with them the directory).
 func purge(t *testing.T) {
 	t.Helper()
+	for _, f := range tlsFiles {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Error(err)
+		}
+	}
 	if out, err := exec.Command("dpkg", "-P", "provisiond").CombinedOutput(); err != nil {
 		t.Errorf("dpkg -P provisiond: %v\n%s", err, out)
 	}
@@ -253,11 +266,67 @@ func unitCaps(t *testing.T) []uintptr {
 	return caps
 }
 
+// tlsFiles are the certificate, key and agent CA enableTLS wrote.
+var tlsFiles []string
+
+// enableTLS turns TLS on the way an operator does: it writes a server
+// certificate, its key and the CA that signed it to the paths the
+// installed config's commented tls-cert, tls-key and tls-agent-ca lines
+// name, and uncomments those lines. It returns the CA's path.
+func enableTLS(t *testing.T) string {
+	t.Helper()
+	uid, gid := ids(t)
+	pki := testpki.New(t)
+	raw, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := map[string]string{"tls-cert": pki.ServerCert, "tls-key": pki.ServerKey, "tls-agent-ca": pki.CACert}
+	paths := map[string]string{}
+	lines := strings.Split(string(raw), "\n")
+	for i, line := range lines {
+		key, path, ok := strings.Cut(strings.TrimPrefix(line, "#"), ": ")
+		if _, want := content[key]; !ok || !want || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, dup := paths[key]; dup {
+			t.Fatalf("%s has two %s lines", configPath, key)
+		}
+		paths[key] = strings.TrimSpace(path)
+		lines[i] = strings.TrimPrefix(line, "#")
+	}
+	for key, pem := range content {
+		path := paths[key]
+		if path == "" {
+			t.Fatalf("%s has no commented %s line to turn on", configPath, key)
+		}
+		if !strings.HasPrefix(path, "/etc/provisiond/") {
+			t.Fatalf("%s: %s %s is not in /etc/provisiond", configPath, key, path)
+		}
+		tlsFiles = append(tlsFiles, path)
+		if err := os.WriteFile(path, []byte(pem), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if key == "tls-key" { // read by the provisiond user, nobody else
+			if err := os.Chown(path, int(uid), int(gid)); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(configPath, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return paths["tls-agent-ca"]
+}
+
 // runInstalled runs /usr/bin/provisiond as systemd would run the unit
-// (its user, its ambient capabilities, the installed config), with the
-// listeners moved to loopback: TFTP on a port below 1024, which only
-// CAP_NET_BIND_SERVICE opens to the provisiond user.
-func runInstalled(t *testing.T, token string) {
+// (its user, its ambient capabilities, the installed config with TLS on),
+// with the listeners moved to loopback: TFTP on a port below 1024, which
+// only CAP_NET_BIND_SERVICE opens to the provisiond user. Then real
+// terraform and the installed `provisiond ctl` talk to it.
+func runInstalled(t *testing.T, token, caFile string) {
 	t.Helper()
 	uid, gid := ids(t)
 	data, err := os.MkdirTemp("", "provisiond-pkg-")
@@ -277,7 +346,8 @@ func runInstalled(t *testing.T, token string) {
 	}
 	grpcAddr, httpAddr, tftpAddr := freeTCP(t), freeTCP(t), freePrivilegedUDP(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Room for building the provider and three terraform runs.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	log := &syncBuffer{}
 	cmd := exec.CommandContext(ctx, "/usr/bin/provisiond", "--config", configPath,
@@ -331,6 +401,10 @@ func runInstalled(t *testing.T, token string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, tc := range map[string]struct {
 		token string
 		want  codes.Code
@@ -338,7 +412,7 @@ func runInstalled(t *testing.T, token string) {
 		"generated token": {token, codes.OK},
 		"another token":   {strings.Repeat("x", 44), codes.Unauthenticated},
 	} {
-		c, err := client.New(ctx, client.Config{Endpoint: "grpc://" + grpcAddr, Token: tc.token, ConnectTimeout: 10 * time.Second})
+		c, err := client.New(ctx, client.Config{Endpoint: grpcAddr, Token: tc.token, CACert: string(caPEM), ConnectTimeout: 10 * time.Second})
 		if err != nil {
 			t.Fatalf("%s: connect: %v", name, err)
 		}
@@ -352,6 +426,14 @@ func runInstalled(t *testing.T, token string) {
 	if err := tftpFetch(tftpAddr, "undionly.kpxe"); err != nil {
 		t.Errorf("TFTP on %s (a port below 1024, as the provisiond user): %v\n%s", tftpAddr, err, log.String())
 	}
+	// TLS is on: a plain-text client gets nowhere.
+	if c, err := client.New(ctx, client.Config{Endpoint: "grpc://" + grpcAddr, Token: token, ConnectTimeout: 5 * time.Second}); err == nil {
+		if _, err := c.ListHardware(ctx, &pb.ListHardwareRequest{}); err == nil {
+			t.Error("a plain-text ListHardware succeeded: the installed config's TLS lines did not take")
+		}
+		_ = c.Close() // the call was the test
+	}
+	terraformAgainstInstalled(t, grpcAddr, token, caFile)
 	stop()
 }
 

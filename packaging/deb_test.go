@@ -74,6 +74,17 @@ func TestDeb(t *testing.T) {
 			t.Skipf("the package depends on %s, which is not installed (make deps)", dep)
 		}
 	}
+	// Two runs on one host (two checkouts) would install and purge the
+	// same package under each other: the second waits for the first.
+	lock, err := os.OpenFile("/run/lock/provisiond-pkgtest.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the purge's cleanup, so it runs after it.
+	t.Cleanup(func() { _ = lock.Close() }) // closing releases the lock
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("lock out other runs of TestDeb: %v", err)
+	}
 	if out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", "provisiond").Output(); len(out) > 0 && !strings.Contains(string(out), "not-installed") {
 		t.Skipf("a provisiond package is on this host (%s): not touching it", out)
 	}

@@ -184,3 +184,53 @@ func TestTemplatesGuideReference(t *testing.T) {
 		}
 	}
 }
+
+var (
+	guideLinkRE = regexp.MustCompile(`\]\(([a-z0-9-]+\.md)(#[a-z0-9-]+)?\)`)
+	headingRE   = regexp.MustCompile(`(?m)^#+ (.+)$`)
+)
+
+// anchor is the id GitHub gives a heading: lower case, punctuation but
+// dashes dropped, spaces as dashes.
+func anchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(heading) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9'):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// TestGuidesLinks: a link from one guide to another names a guide that
+// exists and, with #, one of its headings.
+func TestGuidesLinks(t *testing.T) {
+	all := guides(t)
+	n := 0
+	for name, doc := range all {
+		for _, m := range guideLinkRE.FindAllStringSubmatch(doc, -1) {
+			n++
+			target, ok := all[m[1]]
+			if !ok {
+				t.Errorf("%s links to %s, which is not a guide", name, m[1])
+				continue
+			}
+			if m[2] == "" {
+				continue
+			}
+			found := false
+			for _, h := range headingRE.FindAllStringSubmatch(target, -1) {
+				found = found || "#"+anchor(h[1]) == m[2]
+			}
+			if !found {
+				t.Errorf("%s links to %s%s: no such heading there", name, m[1], m[2])
+			}
+		}
+	}
+	if n < 5 {
+		t.Errorf("found only %d links between guides", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/client"
 	"github.com/rackform/terraform-provider-baremetal/internal/lab"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
@@ -57,6 +62,8 @@ func TestE2ERelay(t *testing.T) {
 		since(start), lab.RackAddress, lab.RackBridge, rack.NS.Name, lab.RouterUplink, lab.RouterGateway, router.NS.Name,
 		len(rack.Servers), lab.ServersNetwork)
 	admin := rack.admin(t, ctx)
+	checkRelayClient(t, ctx, rack, admin)
+	t.Logf("%6.1fs plain DHCP client on the servers' segment checked", since(start))
 
 	tf := newTerraform(t, ctx, rack.Rack, root, terraform, filepath.Join(bin, "terraform-provider-baremetal"), dir, "demo")
 	tf.run("init", "-input=false", "-no-color")
@@ -82,6 +89,8 @@ func TestE2ERelay(t *testing.T) {
 		}
 		checkInstalled(t, ctx, admin, consoles[s.Name], marks[s.Name], s, "revision 1", applyStart)
 		checkDisk(t, ctx, filepath.Join(root, "build/images/demo-os.raw"), s, true)
+		t.Logf("  %s: iPXE's network configuration (DHCPv4 through the relay, IPv6 router discovery with no RA on this segment) took %s",
+			s.Name, ipxeConfigTimes(ctx, consoles[s.Name], marks[s.Name]))
 		// The installed OS's DHCP came through the relay: its own routed
 		// address, provisiond as the server, the router as its gateway.
 		if _, l, err := consoles[s.Name].Wait(ctx, marks[s.Name], reDHCP); err != nil {
@@ -259,4 +268,202 @@ func checkRelayLeases(t *testing.T, ctx context.Context, rack *rackUnderTest) {
 		t.Fatal(err)
 	}
 	t.Logf("  leases in provisiond's store after the run: %s", strings.Join(leases, "; "))
+}
+
+// A plain DHCP client on the servers' segment of TestE2ERelay.
+const (
+	relayClientMAC = "52:54:00:b0:00:98"
+	relayClientIP  = "10.98.0.50"
+)
+
+// checkRelayClient puts a plain DHCP client (a namespace with a veth into
+// the servers' bridge) on the servers' segment. Unregistered, its DISCOVER
+// crosses the relay and gets no answer; registered, it gets its
+// reservation through the relay (DORA), and its renewal at T1, sent by
+// unicast from its routed address straight to provisiond (RFC 2131 4.4.5:
+// no relay on that path), is ACKed back across the router.
+func checkRelayClient(t *testing.T, ctx context.Context, rack *rackUnderTest, admin *client.Client) {
+	t.Helper()
+	ns, err := lab.NewNetNS(ctx, "e2erl-cl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, st := range [][]string{
+		{"ip", "link", "add", "cl1", "type", "veth", "peer", "name", "cl0", "netns", ns.Name},
+		{"ip", "link", "set", "cl1", "master", lab.ServersBridge},
+		{"ip", "link", "set", "cl1", "up"},
+	} {
+		if err := rack.NS.Run(ctx, st[0], st[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range [][]string{
+		{"sysctl", "-q", "-w", "net.ipv6.conf.cl0.disable_ipv6=1"},
+		{"ip", "link", "set", "cl0", "address", relayClientMAC},
+		{"ip", "link", "set", "cl0", "up"},
+	} {
+		if err := ns.Run(ctx, st[0], st[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newClient := func() *nclient4.Client {
+		var (
+			c   *nclient4.Client
+			err error
+		)
+		inNS(t, ns.Name, func() {
+			c, err = nclient4.New("cl0", nclient4.WithTimeout(3*time.Second), nclient4.WithRetry(2))
+		})
+		if err != nil {
+			t.Fatalf("DHCP client on cl0: %v", err)
+		}
+		return c
+	}
+
+	// Unregistered: relayed, and provisiond stays silent.
+	c := newClient()
+	if offer, err := c.DiscoverOffer(ctx); err == nil {
+		t.Errorf("unregistered %s got an offer through the relay: %s", relayClientMAC, offer.Summary())
+	} else if !errors.Is(err, nclient4.ErrNoResponse) {
+		t.Errorf("DISCOVER of unregistered %s: %v", relayClientMAC, err)
+	}
+	_ = c.Close() // the client's raw socket
+
+	hw, err := admin.CreateHardware(ctx, &pb.CreateHardwareRequest{Hardware: &pb.Hardware{
+		Hostname:   "relay-client",
+		Interfaces: []*pb.Interface{{Mac: relayClientMAC, Ip: fmt.Sprintf("%s/%d", relayClientIP, lab.ServersPrefix), Gateway: lab.RouterGateway}},
+		Bmc:        &pb.BMC{Driver: "manual"},
+		Netboot:    &pb.Netboot{AllowPxe: false},
+	}})
+	if err != nil {
+		t.Fatalf("register %s: %v", relayClientMAC, err)
+	}
+	defer func() {
+		if _, err := admin.DeleteHardware(ctx, &pb.DeleteHardwareRequest{Id: hw.GetId()}); err != nil {
+			t.Errorf("delete the relay client's hardware: %v", err)
+		}
+	}()
+
+	// Registered: DORA through the relay.
+	c = newClient()
+	lease, err := c.Request(ctx)
+	_ = c.Close() // the client's raw socket
+	if err != nil {
+		t.Fatalf("DORA of %s through the relay: %v", relayClientMAC, err)
+	}
+	ack := lease.ACK
+	if ack.YourIPAddr.String() != relayClientIP || len(ack.Router()) != 1 || ack.Router()[0].String() != lab.RouterGateway ||
+		ack.ServerIdentifier().String() != lab.RackAddress || ack.GatewayIPAddr.String() != lab.RouterGateway {
+		t.Fatalf("ACK through the relay: %s\nwant yiaddr %s, router %s, server id %s, giaddr %s",
+			ack.Summary(), relayClientIP, lab.RouterGateway, lab.RackAddress, lab.RouterGateway)
+	}
+	if ack.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		t.Errorf("the ACK reached the client with option 82: dhcrelay strips what it added")
+	}
+
+	// Renewal at T1: the client, now configured, unicasts to provisiond.
+	for _, st := range [][]string{
+		{"ip", "addr", "add", fmt.Sprintf("%s/%d", relayClientIP, lab.ServersPrefix), "dev", "cl0"},
+		{"ip", "route", "add", "default", "via", lab.RouterGateway},
+	} {
+		if err := ns.Run(ctx, st[0], st[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var conn *net.UDPConn
+	inNS(t, ns.Name, func() {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(relayClientIP), Port: dhcpv4.ClientPort})
+	})
+	if err != nil {
+		t.Fatalf("client socket %s:68: %v", relayClientIP, err)
+	}
+	defer func() { _ = conn.Close() }() // ours
+	mac, _ := net.ParseMAC(relayClientMAC)
+	renew, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac),
+		dhcpv4.WithClientIP(net.ParseIP(relayClientIP)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteToUDP(renew.ToBytes(), &net.UDPAddr{IP: net.ParseIP(lab.RackAddress), Port: dhcpv4.ServerPort}); err != nil {
+		t.Fatalf("send the renewal: %v", err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no answer to the unicast renewal of %s: %v", relayClientIP, err)
+		}
+		p, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil || p.TransactionID != renew.TransactionID {
+			continue
+		}
+		if p.MessageType() != dhcpv4.MessageTypeAck || p.YourIPAddr.String() != relayClientIP || !p.GatewayIPAddr.IsUnspecified() {
+			t.Fatalf("renewal answered from %s with %s", from, p.Summary())
+		}
+		t.Logf("  relay client %s: unregistered, no offer; registered, ACK %s through the relay; renewal ACKed by unicast from %s across the router",
+			relayClientMAC, ack.YourIPAddr, from)
+		break
+	}
+	// What crossed the relay: its DISCOVERs, unknown then known, and no
+	// renewal (that went straight to provisiond).
+	var relayed int
+	for _, line := range strings.Split(lab.ReadLog(rack.Router.Log), "\n") {
+		if strings.Contains(line, "Forwarded BOOTREQUEST for "+relayClientMAC+" to "+lab.RackAddress) {
+			relayed++
+		}
+	}
+	if relayed < 3 { // at least the unknown DISCOVER, the known DISCOVER and REQUEST
+		t.Errorf("dhcrelay forwarded %d requests of %s", relayed, relayClientMAC)
+	}
+	var unknown, renewed bool
+	for _, line := range strings.Split(lab.ReadLog(rack.Daemon.Log), "\n") {
+		if !strings.Contains(line, "mac="+relayClientMAC) {
+			continue
+		}
+		unknown = unknown || strings.Contains(line, `msg="no reply to unknown MAC"`) && logField(line, "relay") == lab.RouterGateway
+		renewed = renewed || strings.Contains(line, "xid="+renew.TransactionID.String()) && strings.Contains(line, "reply=ACK") && logField(line, "relay") == ""
+	}
+	if !unknown {
+		t.Errorf("provisiond did not log the unregistered %s as relayed by %s", relayClientMAC, lab.RouterGateway)
+	}
+	if !renewed {
+		t.Errorf("provisiond did not log the renewal of %s as an unrelayed ACK", relayClientMAC)
+	}
+}
+
+// ipxeConfigTimes lists how long each iPXE stage since console line from
+// took to configure its network: from its link coming up to its
+// "Configuring (net0 ...) ok".
+func ipxeConfigTimes(ctx context.Context, c *lab.Console, from int) string {
+	reUp := regexp.MustCompile(`\[Link:up`)
+	reDone := regexp.MustCompile(`Configuring \(net0 .*ok`)
+	var out []string
+	for {
+		// Everything looked for is already on the console: wait briefly.
+		wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		i, up, err := c.Wait(wctx, from, reUp)
+		if err != nil {
+			cancel()
+			break
+		}
+		j, done, err := c.Wait(wctx, i, reDone)
+		cancel()
+		if err != nil {
+			break
+		}
+		out = append(out, fmt.Sprintf("%.1fs", done.At.Sub(up.At).Seconds()))
+		from = j + 1
+	}
+	if len(out) == 0 {
+		return "(no iPXE stage seen)"
+	}
+	return strings.Join(out, ", ")
 }

@@ -103,7 +103,14 @@ func TestE2ERelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("  router forwarded %d IPv4 datagrams during apply", fwdAfter-fwdBefore)
+	rackFwd, err := rack.NS.Forwarded(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("  router forwarded %d IPv4 datagrams during apply; provisiond's namespace (holding both bridges) %d in all", fwdAfter-fwdBefore, rackFwd)
+	if rackFwd != 0 {
+		t.Errorf("provisiond's namespace forwarded %d datagrams: it must only switch the servers' segment, the router route it", rackFwd)
+	}
 	// The agent OS alone is megabytes over HTTP: thousands of datagrams.
 	if fwdAfter-fwdBefore < 1000 {
 		t.Errorf("router forwarded only %d datagrams during the install: the traffic did not cross it", fwdAfter-fwdBefore)

@@ -158,15 +158,24 @@ func (rt *Router) Close() error {
 	return errors.Join(errs...)
 }
 
-// Forwarded counts the IPv4 datagrams the router forwarded (its
-// namespace's Ip ForwDatagrams counter).
-func (rt *Router) Forwarded(ctx context.Context) (int64, error) {
-	out, err := rt.NS.Command(ctx, "cat", "/proc/net/snmp").Output()
+// Forwarded counts the IPv4 datagrams the router forwarded.
+func (rt *Router) Forwarded(ctx context.Context) (int64, error) { return rt.NS.Forwarded(ctx) }
+
+// Forwarded counts the IPv4 datagrams the namespace forwarded (its Ip
+// ForwDatagrams counter).
+func (n *NetNS) Forwarded(ctx context.Context) (int64, error) {
+	out, err := n.Command(ctx, "cat", "/proc/net/snmp").Output()
 	if err != nil {
-		return 0, fmt.Errorf("router %s: read /proc/net/snmp: %w", rt.NS.Name, err)
+		return 0, fmt.Errorf("netns %s: read /proc/net/snmp: %w", n.Name, err)
 	}
+	return forwDatagrams(n.Name, string(out))
+}
+
+// forwDatagrams reads Ip ForwDatagrams from the text of /proc/net/snmp: a
+// line of names, then a line of values.
+func forwDatagrams(ns, snmp string) (int64, error) {
 	var names, values []string
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(snmp, "\n") {
 		if !strings.HasPrefix(line, "Ip: ") {
 			continue
 		}
@@ -180,10 +189,10 @@ func (rt *Router) Forwarded(ctx context.Context) (int64, error) {
 		if n == "ForwDatagrams" && i < len(values) {
 			var v int64
 			if _, err := fmt.Sscan(values[i], &v); err != nil {
-				return 0, fmt.Errorf("router %s: ForwDatagrams %q: %w", rt.NS.Name, values[i], err)
+				return 0, fmt.Errorf("netns %s: ForwDatagrams %q: %w", ns, values[i], err)
 			}
 			return v, nil
 		}
 	}
-	return 0, fmt.Errorf("router %s: no Ip ForwDatagrams in /proc/net/snmp", rt.NS.Name)
+	return 0, fmt.Errorf("netns %s: no Ip ForwDatagrams in /proc/net/snmp", ns)
 }

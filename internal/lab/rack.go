@@ -49,6 +49,11 @@ type RackConfig struct {
 	// (see the ProxyDHCP end-to-end test): provisiond gives only boot
 	// information.
 	DHCPMode string
+	// Routed puts the servers on a segment of their own (ServersBridge,
+	// ServersNetwork) behind a router namespace running ISC dhcrelay
+	// (Debian's isc-dhcp-relay) towards provisiond: see router.go. The
+	// servers' addresses are RoutedServerIP, their gateway RouterGateway.
+	Routed bool
 }
 
 // Shape is one server's hardware where it differs from the rack's default:
@@ -76,6 +81,8 @@ type Rack struct {
 	// 127.0.0.1). All are written under Dir/secrets.
 	Token, BMCPassword string
 	PKI                *testpki.PKI
+	// Router is the router of a routed rack (RackConfig.Routed), else nil.
+	Router *Router
 }
 
 // Server is one machine of the rack.
@@ -83,6 +90,7 @@ type Server struct {
 	Name    string
 	MAC     string
 	Address string // CIDR
+	Gateway string // its default gateway: provisiond's address, or the router's in a routed rack
 	BMC     *BMC
 }
 
@@ -132,10 +140,20 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 	if err := r.NS.AddBridge(ctx, RackBridge, fmt.Sprintf("%s/%d", RackAddress, RackPrefix)); err != nil {
 		return nil, err
 	}
+	serversBridge := RackBridge
+	if cfg.Routed {
+		if err := r.startRouter(ctx); err != nil {
+			return nil, err
+		}
+		serversBridge = ServersBridge
+	}
 	for i := 1; i <= cfg.Servers; i++ {
-		s := &Server{Name: ServerName(i), MAC: ServerMAC(i), Address: fmt.Sprintf("%s/%d", ServerIP(i), RackPrefix)}
+		s := &Server{Name: ServerName(i), MAC: ServerMAC(i), Address: fmt.Sprintf("%s/%d", ServerIP(i), RackPrefix), Gateway: RackAddress}
+		if cfg.Routed {
+			s.Address, s.Gateway = fmt.Sprintf("%s/%d", RoutedServerIP(i), ServersPrefix), RouterGateway
+		}
 		tap := fmt.Sprintf("tap%d", i)
-		if err := r.NS.AddBridgePort(ctx, tap, RackBridge); err != nil {
+		if err := r.NS.AddBridgePort(ctx, tap, serversBridge); err != nil {
 			return nil, err
 		}
 		vm := VM{Name: s.Name, Dir: filepath.Join(cfg.Dir, s.Name), Tap: tap, MAC: s.MAC, Disk: filepath.Join(cfg.Dir, s.Name, "disk.qcow2")}
@@ -200,7 +218,8 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 	return r, nil
 }
 
-// Close stops provisiond, every VM and BMC, and deletes the namespace.
+// Close stops provisiond, every VM and BMC, the router if any, and deletes
+// the namespaces.
 func (r *Rack) Close() error {
 	var errs []error
 	if r.Daemon != nil {
@@ -208,6 +227,9 @@ func (r *Rack) Close() error {
 	}
 	for _, s := range r.Servers {
 		errs = append(errs, s.BMC.Close())
+	}
+	if r.Router != nil {
+		errs = append(errs, r.Router.Close())
 	}
 	if r.NS != nil {
 		errs = append(errs, r.NS.Close())
@@ -223,7 +245,7 @@ func (r *Rack) TerraformServers() map[string]any {
 		out[s.Name] = map[string]any{
 			"mac":     s.MAC,
 			"address": s.Address,
-			"gateway": RackAddress,
+			"gateway": s.Gateway,
 			"uefi":    s.BMC.VM.Firmware == UEFI,
 			"disks":   []string{s.BMC.VM.GuestDisk()},
 			"bmc":     map[string]any{"address": "127.0.0.1", "port": s.BMC.Port, "username": s.BMC.User},

@@ -106,6 +106,7 @@ func (e *Engine) provisionOnce(ctx context.Context, m *store.Machine) (store.Wor
 			Actions: actionsOf(rendered), CreatedAt: now,
 		}
 		m.WorkflowID, m.CreatedAt, m.ProvisionedAt, m.OSReadyAt = w.ID, now, time.Time{}, time.Time{}
+		m.DisksUntouched = true // until NextAction hands out an action that writes
 		if err := tx.PutWorkflow(w); err != nil {
 			return err
 		}
@@ -215,7 +216,13 @@ func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested stri
 			cancelled = cur.ID
 		}
 		w = store.Workflow{ID: store.NewID(), HardwareID: hardwareID, Kind: store.KindDeprovision, State: store.StatePending, Wipe: wipe, CreatedAt: now}
-		if wipe != template.WipeNone {
+		msg := fmt.Sprintf("deprovision workflow created: wipe %s", wipe)
+		switch {
+		case wipe != template.WipeNone && m.DisksUntouched:
+			// Known here, in the write, so an action handed out meanwhile
+			// (NextAction clears the flag in its own write) is seen.
+			msg = fmt.Sprintf("deprovision workflow created: wipe %s skipped, no boot: %s", wipe, untouchedWhy)
+		case wipe != template.WipeNone:
 			if len(hw.Disks) == 0 {
 				return fmt.Errorf("%w: hardware %q lists no disks to wipe: add its disks, or deprovision with wipe \"none\"", ErrInvalid, hardwareID)
 			}
@@ -231,12 +238,15 @@ func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested stri
 		if err := tx.PutMachine(m); err != nil {
 			return err
 		}
-		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: store.EventState, State: string(w.State),
-			Message: fmt.Sprintf("deprovision workflow created: wipe %s", wipe)})
+		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: store.EventState, State: string(w.State), Message: msg})
 		return err
 	})
 	return m, w, cancelled, wipe, err
 }
+
+// untouchedWhy is why a deprovision of a machine with DisksUntouched
+// does not wipe.
+const untouchedWhy = "no action that writes disks ever started on this machine (its install never got that far), so its disks hold nothing of it; powering off and freeing the hardware"
 
 func checkWipe(mode string) error {
 	switch mode {

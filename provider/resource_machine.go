@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 	"google.golang.org/grpc/codes"
@@ -72,6 +73,25 @@ func (r *machineResource) refresh(ctx context.Context, m *machineModel) error {
 	return nil
 }
 
+// provisionRequest is what provisiond installs: plan's install inputs,
+// with user_data_wo from config (write-only: never in the plan).
+func provisionRequest(ctx context.Context, plan machineModel, config tfsdk.Config) (*pb.ProvisionMachineRequest, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	preq := &pb.ProvisionMachineRequest{
+		HardwareId: plan.HardwareID.ValueString(), TemplateId: plan.TemplateID.ValueString(),
+		UserData: plan.UserData.ValueString(), Wipe: plan.Wipe.ValueString(),
+	}
+	diags.Append(plan.Parameters.ElementsAs(ctx, &preq.Parameters, false)...)
+	diags.Append(plan.SensitiveParams.ElementsAs(ctx, &preq.SensitiveParameters, false)...)
+	var wo types.String
+	diags.Append(config.GetAttribute(ctx, path.Root("user_data_wo"), &wo)...)
+	if !wo.IsNull() && !wo.IsUnknown() {
+		preq.UserData = wo.ValueString()
+	}
+	diags.Append(plan.SSHKeys.ElementsAs(ctx, &preq.SshKeys, false)...)
+	return preq, diags
+}
+
 func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	if r.client == nil {
 		notConfigured(&resp.Diagnostics)
@@ -90,18 +110,8 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	preq := &pb.ProvisionMachineRequest{
-		HardwareId: plan.HardwareID.ValueString(), TemplateId: plan.TemplateID.ValueString(),
-		UserData: plan.UserData.ValueString(), Wipe: plan.Wipe.ValueString(),
-	}
-	resp.Diagnostics.Append(plan.Parameters.ElementsAs(ctx, &preq.Parameters, false)...)
-	resp.Diagnostics.Append(plan.SensitiveParams.ElementsAs(ctx, &preq.SensitiveParameters, false)...)
-	var wo types.String
-	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("user_data_wo"), &wo)...)
-	if !wo.IsNull() && !wo.IsUnknown() {
-		preq.UserData = wo.ValueString()
-	}
-	resp.Diagnostics.Append(plan.SSHKeys.ElementsAs(ctx, &preq.SshKeys, false)...)
+	preq, diags := provisionRequest(ctx, plan, req.Config)
+	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -142,10 +152,10 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 	}
 	installed := w.GetId() == wfID && w.GetState() == pb.State_STATE_SUCCEEDED
 	switch {
-	case werr != nil && errors.Is(werr, context.DeadlineExceeded) && installed && waitReady && !ready:
+	case timedOut(wctx, werr) && installed && waitReady && !ready:
 		resp.Diagnostics.AddError("Hardware "+preq.HardwareId+" installed, but its OS never phoned home",
 			neverPhonedHome(preq.HardwareId, plan.IP.ValueString(), w, timeout, why))
-	case werr != nil && errors.Is(werr, context.DeadlineExceeded):
+	case timedOut(wctx, werr):
 		resp.Diagnostics.AddError("Timed out provisioning hardware "+preq.HardwareId,
 			fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at the workflow's events with `provisiond ctl events %s`.",
 				wfID, timeout, plan.State.ValueString(), wfID))
@@ -238,8 +248,9 @@ func (r *machineResource) Read(ctx context.Context, req resource.ReadRequest, re
 	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
 }
 
-// Update changes what changes in place: power, and the wipe and timeouts
-// that only Terraform uses.
+// Update changes what changes in place: power, the wipe and timeouts
+// that only Terraform uses, and with reinstall enabled the install inputs
+// (reinstall).
 func (r *machineResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	if r.client == nil {
 		notConfigured(&resp.Diagnostics)
@@ -250,6 +261,12 @@ func (r *machineResource) Update(ctx context.Context, req resource.UpdateRequest
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
+	}
+	if enabled, _, diags := reinstallOpts(ctx, plan.Reinstall); enabled && !diags.HasError() {
+		if why := reinstallReasons(plan, state); len(why) > 0 {
+			r.reinstall(ctx, req, resp, plan, why)
+			return
+		}
 	}
 	timeout, diags := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
 	resp.Diagnostics.Append(diags...)

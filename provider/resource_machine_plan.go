@@ -16,7 +16,8 @@ import (
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 )
 
-// ModifyPlan plans id and ip from the hardware when the machine is created
+// ModifyPlan plans an update that reinstalls in place (planReinstall),
+// and plans id and ip from the hardware when the machine is created
 // or replaced: both are known before apply (the id is the hardware id, the
 // ip the hardware's boot address), so what reads `.ip` (DNS records,
 // inventories) does not churn with "(known after apply)". When the
@@ -25,6 +26,9 @@ import (
 func (r *machineResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() {
 		return // destroy
+	}
+	if !req.State.Raw.IsNull() {
+		planReinstall(ctx, req, resp)
 	}
 	var hwID types.String
 	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("hardware_id"), &hwID)...)

@@ -13,9 +13,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
@@ -55,13 +52,14 @@ type machineModel struct {
 	OSReadyAt         types.String   `tfsdk:"os_ready_at"`
 	Error             types.String   `tfsdk:"error"`
 	OutputTail        types.String   `tfsdk:"output_tail"`
+	Reinstall         types.Object   `tfsdk:"reinstall"`
 }
 
 func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
-		Description: "A server installed with a template. Create PXE-boots the hardware into the agent OS, runs the template's actions and waits until the server has booted from its disk; destroy wipes the disks and powers the server off.",
+		Description: "A server installed with a template. Create PXE-boots the hardware into the agent OS, runs the template's actions and waits until the server has booted from its disk; destroy wipes the disks and powers the server off, or only powers it off and frees the hardware when the install never started an action that writes disks (provisiond knows which ran; its events say so). With `reinstall.enabled`, a change of what is installed reinstalls the same machine in place instead of replacing it.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Description:   "The machine id: its hardware id.",
@@ -75,34 +73,34 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				PlanModifiers: replace,
 			},
 			"template_id": schema.StringAttribute{
-				Description:   "Id of the `baremetal_template` to install with. Changing it reinstalls the server.",
+				Description:   "Id of the `baremetal_template` to install with. " + reinstallDoc,
 				Required:      true,
-				PlanModifiers: replace,
+				PlanModifiers: []planmodifier.String{replaceUnlessReinstallString()},
 			},
 			"parameters": schema.MapAttribute{
-				Description:   "Values the template reads as `{{ .Params.NAME }}`, e.g. an image URL. Changing them reinstalls the server.",
+				Description:   "Values the template reads as `{{ .Params.NAME }}`, e.g. an image URL. Changing them replaces the machine, or with `reinstall.enabled` reinstalls it in place.",
 				Optional:      true,
 				ElementType:   types.StringType,
 				Validators:    []validator.Map{mapvalidator.SizeAtLeast(1)},
-				PlanModifiers: []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+				PlanModifiers: []planmodifier.Map{replaceUnlessReinstallMap()},
 			},
 			"user_data": schema.StringAttribute{
-				Description:   "User data (e.g. cloud-init) that the metadata service serves to the installed server at `/2009-04-04/user-data`. Changing it reinstalls the server. Terraform keeps it in state (marked sensitive); prefer `user_data_wo` with Terraform 1.11 or later when it holds secrets.",
+				Description:   "User data (e.g. cloud-init) that the metadata service serves to the installed server at `/2009-04-04/user-data`. " + reinstallDoc + " Terraform keeps it in state (marked sensitive); prefer `user_data_wo` with Terraform 1.11 or later when it holds secrets.",
 				Optional:      true,
 				Sensitive:     true,
 				Validators:    []validator.String{stringvalidator.ConflictsWith(path.MatchRoot("user_data_wo"))},
-				PlanModifiers: replace,
+				PlanModifiers: []planmodifier.String{replaceUnlessReinstallString()},
 			},
 			"sensitive_parameters": schema.MapAttribute{
-				Description:   "Template parameters that are secrets (passwords, tokens, keys). Templates read them as `{{ .Params.NAME }}` exactly like `parameters`, with which provisiond merges them for rendering; a name may not be in both. Marked sensitive: plans and logs never show them. Terraform state holds them (as it holds every sensitive value); provisiond renders them into the workflow but never returns them from its Admin API. Changing them reinstalls the server.",
+				Description:   "Template parameters that are secrets (passwords, tokens, keys). Templates read them as `{{ .Params.NAME }}` exactly like `parameters`, with which provisiond merges them for rendering; a name may not be in both. Marked sensitive: plans and logs never show them. Terraform state holds them (as it holds every sensitive value); provisiond renders them into the workflow but never returns them from its Admin API. Changing them replaces the machine, or with `reinstall.enabled` reinstalls it in place.",
 				Optional:      true,
 				Sensitive:     true,
 				ElementType:   types.StringType,
 				Validators:    []validator.Map{mapvalidator.SizeAtLeast(1)},
-				PlanModifiers: []planmodifier.Map{mapplanmodifier.RequiresReplace()},
+				PlanModifiers: []planmodifier.Map{replaceUnlessReinstallMap()},
 			},
 			"user_data_wo": schema.StringAttribute{
-				Description: "User data like `user_data`, write-only: sent to provisiond at install but never stored in Terraform state or plan (Terraform 1.11 or later). Terraform cannot see a change of a write-only value: change `user_data_wo_version` to reinstall with new user data. Conflicts with `user_data`.",
+				Description: "User data like `user_data`, write-only: sent to provisiond at install but never stored in Terraform state or plan (Terraform 1.11 or later). Terraform cannot see a change of a write-only value: change `user_data_wo_version` to install again with new user data. Conflicts with `user_data`.",
 				Optional:    true,
 				Sensitive:   true,
 				WriteOnly:   true,
@@ -112,21 +110,21 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				},
 			},
 			"user_data_wo_version": schema.Int64Attribute{
-				Description:   "Any number, required with `user_data_wo`; changing it reinstalls the server with the current `user_data_wo`.",
+				Description:   "Any number, required with `user_data_wo`; changing it installs the server again with the current `user_data_wo`: it replaces the machine, or with `reinstall.enabled` reinstalls it in place.",
 				Optional:      true,
 				Validators:    []validator.Int64{int64validator.AlsoRequires(path.MatchRoot("user_data_wo"))},
-				PlanModifiers: []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+				PlanModifiers: []planmodifier.Int64{replaceUnlessReinstallInt64()},
 			},
 			"ssh_keys": schema.ListAttribute{
-				Description: "SSH public keys served as the EC2-style `public-keys`. Changing them reinstalls the server.",
+				Description: "SSH public keys served as the EC2-style `public-keys`. Changing them replaces the machine, or with `reinstall.enabled` reinstalls it in place.",
 				Optional:    true,
 				ElementType: types.StringType,
 				Validators: []validator.List{listvalidator.SizeAtLeast(1),
 					listvalidator.ValueStringsAre(stringCheck{desc: "SSH public key", check: hwspec.SSHKey})},
-				PlanModifiers: []planmodifier.List{listplanmodifier.RequiresReplace()},
+				PlanModifiers: []planmodifier.List{replaceUnlessReinstallList()},
 			},
 			"wipe": schema.StringAttribute{
-				Description: "What destroy does to the disks: `none`, `quick` (partition tables and file system signatures), `zero` (write zeros over every disk: slow) or `discard` (TRIM/UNMAP every block). Changes apply in place; they matter at destroy.",
+				Description: "What destroy does to the disks: `none`, `quick` (partition tables and file system signatures), `zero` (write zeros over every disk: slow) or `discard` (TRIM/UNMAP every block). Changes apply in place; they matter at destroy. A machine whose install never started an action that writes disks (`image2disk`, `writefile`, `cexec`, `exec`) is not wiped whatever this says: there is nothing of it on the disks, so destroy only powers it off (no wipe boot).",
 				Optional:    true,
 				Computed:    true,
 				Default:     stringdefault.StaticString("quick"),
@@ -181,12 +179,13 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Computed:      true,
 				PlanModifiers: keep,
 			},
+			"reinstall": reinstallAttribute(),
 		},
 		Blocks: map[string]schema.Block{
 			"timeouts": timeouts.Block(ctx, timeouts.Opts{
 				Create: true, Update: true, Delete: true,
 				CreateDescription: "How long to wait for the installation (default 60m). On timeout the machine stays in state as tainted.",
-				UpdateDescription: "How long to wait for a power change (default 10m).",
+				UpdateDescription: "How long to wait for a power change (default 10m) or a reinstall (`reinstall.enabled`; default 60m).",
 				DeleteDescription: "How long to wait for the wipe (default 30m).",
 			}),
 		},

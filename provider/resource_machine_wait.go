@@ -4,6 +4,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -195,4 +196,12 @@ func neverPhonedHome(hwID, ip string, w *pb.Workflow, timeout time.Duration, why
 	b.WriteString("- the server's console (BMC serial-over-LAN or KVM), and on the server `cloud-init status --long` and /var/log/cloud-init.log: did the OS boot, did cloud-init run?\n\n")
 	fmt.Fprintf(&b, "Set wait_for = \"installed\" to return once the install succeeded without waiting for the OS. The machine stays in Terraform state as tainted: the next apply reinstalls it (`terraform untaint baremetal_machine.NAME` keeps the install as it is; hardware %s).", hwID)
 	return b.String()
+}
+
+// timedOut reports whether following a workflow under wctx ended because
+// wctx's deadline passed: err wraps context.DeadlineExceeded, or the
+// stream broke with a gRPC status (DeadlineExceeded, or a reset stream)
+// as wctx expired.
+func timedOut(wctx context.Context, err error) bool {
+	return err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(wctx.Err(), context.DeadlineExceeded))
 }

@@ -288,3 +288,40 @@ func TestAccMachineReplaceSkipsWipe(t *testing.T) {
 		},
 	})
 }
+
+// TestAccMachineReinstallFailed: a reinstall whose action fails ends the
+// apply with an error naming it; the machine stays in state, not
+// tainted, with the failed workflow's state, and the next plan is an
+// in-place update that reinstalls it again.
+func TestAccMachineReinstallFailed(t *testing.T) {
+	requireAcc(t)
+	d, bmc := startSimLab(t)
+	addr := "baremetal_machine.node"
+	on := `{ enabled = true, preserve_data = true }`
+	cfg := reinstallConfig(d, "#cloud-config\nhostname: two\n", "v1", on, "2m")
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{
+			{Config: reinstallConfig(d, "#cloud-config\nhostname: one\n", "v1", on, "2m")},
+			{
+				PreConfig:   func() { bmc.Fail("node0", "hostname") },
+				Config:      cfg,
+				ExpectError: regexp.MustCompile(`(?s)Reinstall of machine node0 failed.*Failed action: "hostname".*next apply reinstalls it again`),
+			},
+			{
+				PreConfig: func() { bmc.Fail("node0", "") },
+				Config:    cfg,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+					plancheck.ExpectUnknownValue(addr, tfjsonpath.New("state")),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("state"), knownvalue.StringExact("succeeded")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("error"), knownvalue.Null()),
+				},
+			},
+			{Config: cfg, PlanOnly: true},
+		},
+	})
+}

@@ -1,8 +1,10 @@
 package provider
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -324,4 +326,73 @@ func TestAccMachineReinstallFailed(t *testing.T) {
 			{Config: cfg, PlanOnly: true},
 		},
 	})
+}
+
+// TestAccMachineReinstallLab reinstalls one machine in place with the real
+// peers (ipmi_sim, the real agent, see lab_acc_test.go): a new image with
+// preserve_data keeps the disk's old tail; without it the reinstall's own
+// boot wipes quick first (the tail is zero). Neither deprovisions.
+func TestAccMachineReinstallLab(t *testing.T) {
+	requireRealLab(t)
+	t.Parallel()
+	l := startRealLab(t)
+	m := l.addMachine(t, "node0", 0, "bmc-pw")
+	addr := "baremetal_machine.node"
+	cfg := func(version, preserve string) string {
+		c := labConfig(l.ProviderConfig(), m, false, `"bmc-pw"`, version, "on", "quick")
+		return strings.Replace(c, "  timeouts {", "  reinstall = { enabled = true, preserve_data = "+preserve+" }\n  timeouts {", 1)
+	}
+	disk := func(v string, tail byte, wiped bool) resource.TestCheckFunc {
+		return func(*terraform.State) error {
+			b, err := os.ReadFile(m.Disk)
+			if err != nil {
+				return err
+			}
+			if !bytes.HasPrefix(b, labImage(v)) || b[len(b)-1] != tail {
+				return fmt.Errorf("disk %s does not hold image %s and then %#x: %q...%#x", m.Disk, v, tail, b[:40], b[len(b)-1])
+			}
+			ws, err := workflowsOf(l.testDaemon, "node0")
+			if err != nil {
+				return err
+			}
+			for _, w := range ws {
+				if w.Kind != store.KindProvision {
+					return fmt.Errorf("workflow %s is a %s: a reinstall must not deprovision", w.ID, w.Kind)
+				}
+			}
+			cur := ws[len(ws)-1]
+			if got := slices.Contains(actionNames(cur), "reinstall/wipe-disks"); got != wiped || cur.State != store.StateSucceeded {
+				return fmt.Errorf("workflow %s %s with actions %v: want succeeded, with the wipe %t", cur.ID, cur.State, actionNames(cur), wiped)
+			}
+			return nil
+		}
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{
+			{Config: cfg("v1", "true"), Check: disk("v1", labOldData, false)},
+			{
+				Config: cfg("v2", "true"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("state"), knownvalue.StringExact("succeeded")),
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("power"), knownvalue.StringExact("on")),
+				},
+				Check: disk("v2", labOldData, false),
+			},
+			{
+				Config: cfg("v1", "false"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
+				}},
+				Check: disk("v1", 0, true),
+			},
+		},
+	})
+	if !strings.Contains(m.Console(), "wipe-disks") {
+		t.Errorf("the machine's console does not mention the reinstall's wipe-disks:\n%s", m.Console())
+	}
 }

@@ -58,6 +58,12 @@ type Action struct {
 	NeedsCommand bool
 	// Final: the action ends the workflow and must be its last action.
 	Final bool
+	// WritesDisk: the action writes, or may write, the server's disks (an
+	// image, a file, a command that can do anything). Once one has
+	// started, the disks may hold what the install put there, and a
+	// deprovision must wipe them; an install that never started one left
+	// them as they were.
+	WritesDisk bool
 	// Notes is what differs from the hub action, for the documentation.
 	Notes string
 }
@@ -86,7 +92,7 @@ func (a Action) Missing(env map[string]string) []Var {
 
 var builtins = []Action{
 	{
-		Name: Image2Disk, Hub: true,
+		Name: Image2Disk, Hub: true, WritesDisk: true,
 		Summary: "stream a raw disk image over HTTP(S) to a block device, decompressing and verifying it in one pass",
 		Env: []Var{
 			{Name: "IMG_URL", Required: true, Desc: "http:// or https:// URL of the image"},
@@ -98,7 +104,7 @@ var builtins = []Action{
 		Notes: "SHA256 is ours: the hub action verifies nothing. Its progress settings are not needed: progress goes to the action's log every 5 seconds.",
 	},
 	{
-		Name: WriteFile, Hub: true,
+		Name: WriteFile, Hub: true, WritesDisk: true,
 		Summary: "write one file into a filesystem on a partition (mounted, written to a temporary name, synced, renamed)",
 		Env: []Var{
 			{Name: "DEST_DISK", Required: true, Desc: "the partition holding the filesystem, e.g. {{ formatPartition (index .Hardware.Disks 0) 1 }}"},
@@ -113,7 +119,7 @@ var builtins = []Action{
 		Notes: "Paths resolve inside the mounted filesystem: a symlink on the target cannot redirect the write.",
 	},
 	{
-		Name: CExec, Hub: true,
+		Name: CExec, Hub: true, WritesDisk: true,
 		Summary: "run a command chrooted into a partition of the installed disk (/dev, /proc and /sys bind-mounted)",
 		Env: []Var{
 			{Name: "BLOCK_DEVICE", Required: true, Desc: "the partition to chroot into, e.g. the root partition"},
@@ -125,7 +131,7 @@ var builtins = []Action{
 		Notes: "As in the hub action, CHROOT: y is what chroots. The command runs in its own process group, killed as a whole at the action's timeout.",
 	},
 	{
-		Name:    Exec,
+		Name: Exec, WritesDisk: true,
 		Summary: "run the action's command in the agent OS",
 		Env: []Var{
 			{Name: "CMD_LINE", Desc: "used when the action has no command: run through DEFAULT_INTERPRETER"},
@@ -135,7 +141,7 @@ var builtins = []Action{
 		Notes:        "Ours: the agent runs no containers, so this stands in for a hub action that is a plain command.",
 	},
 	{
-		Name:    Wipe,
+		Name: Wipe, WritesDisk: true,
 		Summary: "wipe disks: partition tables and signatures (quick), every byte (zero) or a discard of the whole device",
 		Env: []Var{
 			{Name: "DEST_DISKS", Required: true, Unless: "DEST_DISK", Desc: "comma-separated disks to wipe"},
@@ -213,6 +219,14 @@ func Get(name string) (Action, bool) {
 
 // IsFinal reports whether the built-in called name ends a workflow.
 func IsFinal(name string) bool { return byName[name].Final }
+
+// WritesDisk reports whether the action named name (Normalize'd) may
+// write the server's disks. A name that is no built-in counts as writing:
+// what it would do is unknown.
+func WritesDisk(name string) bool {
+	a, ok := byName[Normalize(name)]
+	return !ok || a.WritesDisk
+}
 
 // Normalize reduces an image reference to the name of the action it asks
 // for: surrounding space and a digest (@sha256:...) are dropped, then

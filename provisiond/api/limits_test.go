@@ -210,6 +210,9 @@ type panicky struct{}
 func (panicky) Provision(context.Context, store.Machine) (store.Machine, error) {
 	panic("boom: user-data-secret-42")
 }
+func (panicky) Reinstall(context.Context, store.Machine, bool) (store.Machine, error) {
+	panic("boom: user-data-secret-42")
+}
 func (panicky) Deprovision(context.Context, string, string) (store.Machine, error) {
 	var m map[string]int
 	m["nil map"]++ //nolint:staticcheck // the point: a runtime error, whose text is safe to log

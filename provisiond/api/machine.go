@@ -38,7 +38,8 @@ func machineWithWorkflow(tx *store.Tx, hardwareID string) (*pb.Machine, error) {
 }
 
 // ProvisionMachine stores the machine with its provision workflow and
-// returns at once; WatchMachine follows it.
+// returns at once; WatchMachine follows it. With reinstall the machine
+// exists already and is installed again in place.
 func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRequest) (*pb.Machine, error) {
 	eng, err := a.machines()
 	if err != nil {
@@ -66,11 +67,20 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 		SensitiveKeys: slices.Sorted(maps.Keys(req.GetSensitiveParameters())),
 		UserData:      req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
 	}
-	m, err = eng.Provision(ctx, m)
-	if err != nil {
-		return nil, grpcError("provision machine", err)
+	what := "provision machine"
+	if req.GetReinstall() {
+		what = "reinstall machine"
+		m, err = eng.Reinstall(ctx, m, req.GetPreserveData())
+	} else {
+		if req.GetPreserveData() {
+			return nil, status.Error(codes.InvalidArgument, "provision machine: preserve_data is only for a reinstall")
+		}
+		m, err = eng.Provision(ctx, m)
 	}
-	a.log.InfoContext(ctx, "machine provisioning", "hardware", m.HardwareID, "template", m.TemplateID, "workflow", m.WorkflowID)
+	if err != nil {
+		return nil, grpcError(what, err)
+	}
+	a.log.InfoContext(ctx, "machine provisioning", "hardware", m.HardwareID, "template", m.TemplateID, "workflow", m.WorkflowID, "reinstall", req.GetReinstall())
 	out, err := store.Read(ctx, a.st, func(tx *store.Tx) (*pb.Machine, error) { return machineWithWorkflow(tx, m.HardwareID) })
 	return out, grpcError("provision machine", err)
 }

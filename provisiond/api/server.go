@@ -21,6 +21,9 @@ import (
 // idempotent (a second Provision of a held hardware is ErrConflict).
 type Machines interface {
 	Provision(ctx context.Context, m store.Machine) (store.Machine, error)
+	// Reinstall runs a new provision workflow of an existing machine in
+	// place, without a deprovision; preserveData skips its quick wipe.
+	Reinstall(ctx context.Context, m store.Machine, preserveData bool) (store.Machine, error)
 	Deprovision(ctx context.Context, hardwareID, wipe string) (store.Machine, error)
 }
 

@@ -77,6 +77,12 @@ type Machine struct {
 	// A reinstall clears it.
 	OSReadyAt time.Time `json:"os_ready_at,omitzero"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// DisksUntouched: no action that writes disks (actionspec.WritesDisk)
+	// has been handed to an agent since the machine was created, so its
+	// disks hold nothing of it and a deprovision skips the wipe boot.
+	// False, as in a machine stored before this field existed, means
+	// they may hold the install.
+	DisksUntouched bool `json:"disks_untouched,omitempty"`
 }
 
 // Kind is what a workflow does to its server. Its string value is what

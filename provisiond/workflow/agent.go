@@ -222,6 +222,9 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 				Message: fmt.Sprintf("%s (attempt %d of %d)", msg, a.Attempt, a.Retries+1)})
 			cp := *a
 			out.Index, out.Action = next, &cp
+			if err := diskTouched(tx, w, *a); err != nil {
+				return err
+			}
 		}
 		if len(events) == 0 {
 			return tx.PutWorkflow(w)
@@ -237,6 +240,27 @@ func (e *Engine) NextAction(ctx context.Context, token, hardwareID string) (Assi
 	e.touch(out.WorkflowID)
 	e.poke(out.WorkflowID)
 	return out, nil
+}
+
+// diskTouched clears the machine's DisksUntouched, in NextAction's write,
+// when the action handed out for its current workflow may write disks:
+// from then on a deprovision wipes them.
+func diskTouched(tx *store.Tx, w store.Workflow, a store.Action) error {
+	if !actionspec.WritesDisk(a.Image) {
+		return nil
+	}
+	m, err := tx.Machine(w.HardwareID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !m.DisksUntouched || m.WorkflowID != w.ID {
+		return nil
+	}
+	m.DisksUntouched = false
+	return tx.PutMachine(m)
 }
 
 // then says what the agent does once all actions succeeded. With a BMC,

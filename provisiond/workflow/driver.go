@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rackform/terraform-provider-baremetal/internal/actionspec"
+	"github.com/rackform/terraform-provider-baremetal/internal/template"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -103,9 +104,14 @@ func (e *Engine) advance(ctx context.Context, log *slog.Logger, d *driverState, 
 	switch w.State {
 	case store.StatePending:
 		if w.Kind == store.KindDeprovision && len(w.Actions) == 0 {
+			// Wipe none, or (Deprovision decided) disks the machine never wrote.
+			msg := "wipe none: no boot needed"
+			if w.Wipe != template.WipeNone {
+				msg = "wipe " + w.Wipe + " skipped: no boot needed, " + untouchedWhy
+			}
 			return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {
 				w.State, w.StartedAt = store.StateRunning, now
-				return []store.Event{{Type: store.EventState, State: string(w.State), Message: "wipe none: no boot needed"}}
+				return []store.Event{{Type: store.EventState, State: string(w.State), Message: msg}}
 			})
 		}
 		return 0, e.transition(ctx, w, func(w *store.Workflow) []store.Event {

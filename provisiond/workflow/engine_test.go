@@ -776,7 +776,12 @@ func TestDeprovision(t *testing.T) {
 		h.addTemplate("tpl", twoActions)
 		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
-		// Deprovision while the provision waits for its agent: it is cancelled.
+		// Deprovision while the provision's agent has its first action
+		// (image2disk, which writes): the provision is cancelled and the
+		// disks are wiped.
+		if as, err := h.eng.NextAction(context.Background(), h.mint("n1"), "n1"); err != nil || as.Action == nil || as.Action.Name != "image" {
+			t.Fatalf("first action: %+v, %v", as, err)
+		}
 		m, err := h.eng.Deprovision(context.Background(), "n1", "")
 		if err != nil {
 			t.Fatal(err)
@@ -1119,4 +1124,225 @@ func TestCancelledReport(t *testing.T) {
 	if err := h.eng.ReportAction(context.Background(), ag.token, bad); !errors.Is(err, ErrInvalid) {
 		t.Errorf("cancelled report of action 99: err = %v, want ErrInvalid", err)
 	}
+}
+
+// TestDeprovisionUntouchedDisks: a machine whose install never handed out
+// an action that writes disks is deprovisioned without the wipe boot:
+// power off and free, with events that say why; one whose agent was given
+// such an action is wiped. The engine decides, in the deprovision's write.
+func TestDeprovisionUntouchedDisks(t *testing.T) {
+	const kexecOnly = `version: "0.1"
+name: kexec
+global_timeout: 600
+tasks:
+  - name: boot
+    actions:
+      - name: boot-installed
+        image: kexec
+        timeout: 60
+        environment:
+          BLOCK_DEVICE: /dev/sda1
+          KERNEL_PATH: /boot/vmlinuz
+          CMD_LINE: root=/dev/sda1
+`
+	for name, tc := range map[string]struct {
+		tpl   string
+		disks []string
+		// until brings the provision as far as the test wants it.
+		until func(h *harness, id string)
+		wiped bool
+	}{
+		"waiting for its agent": {tpl: twoActions, disks: []string{"/dev/sda"}, until: func(h *harness, id string) {
+			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		}},
+		"failed at the BMC": {tpl: twoActions, disks: []string{"/dev/sda"}, until: func(h *harness, id string) {
+			h.waitFor(id, "failure", stateIs(store.StateFailed))
+		}},
+		"no disks listed": {tpl: kexecOnly, until: func(h *harness, id string) {
+			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		}},
+		"agent ran an action that writes nothing": {tpl: kexecOnly, disks: []string{"/dev/sda"}, until: func(h *harness, id string) {
+			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+			if as, err := h.eng.NextAction(context.Background(), h.mint("n1"), "n1"); err != nil || as.Action == nil || as.Action.Image != "kexec" {
+				h.t.Fatalf("first action: %+v, %v", as, err)
+			}
+		}},
+		"agent was given image2disk": {tpl: twoActions, disks: []string{"/dev/sda"}, wiped: true, until: func(h *harness, id string) {
+			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+			if as, err := h.eng.NextAction(context.Background(), h.mint("n1"), "n1"); err != nil || as.Action == nil || as.Action.Name != "image" {
+				h.t.Fatalf("first action: %+v, %v", as, err)
+			}
+		}},
+		"installed": {tpl: twoActions, disks: []string{"/dev/sda"}, wiped: true, until: func(h *harness, id string) {
+			h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+			ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+			if _, err := ag.run(context.Background()); err != nil {
+				h.t.Fatal(err)
+			}
+			h.waitFor(id, "success", stateIs(store.StateSucceeded))
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, testOptions())
+			h.addHardware("n1", "ipmi", tc.disks...)
+			h.addTemplate("tpl", tc.tpl)
+			if name == "failed at the BMC" {
+				h.power.fail("n1 bootdev pxe persistent=false", permanentErr{})
+			}
+			id := h.provision("n1", "tpl", map[string]string{"image": "x"})
+			tc.until(h, id)
+			if name == "failed at the BMC" {
+				h.power.fail("n1 bootdev pxe persistent=false", nil)
+			}
+			before := len(h.power.Calls())
+			m, err := h.eng.Deprovision(context.Background(), "n1", "quick")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.wiped {
+				w := h.waitFor(m.WorkflowID, "success", stateIs(store.StateSucceeded))
+				if len(w.Actions) != 0 || w.Wipe != "quick" {
+					t.Errorf("deprovision workflow: wipe %q, actions %+v; want wipe quick with no actions", w.Wipe, w.Actions)
+				}
+				if diff := cmp.Diff([]string{"n1 power off"}, h.power.Calls()[before:]); diff != "" {
+					t.Errorf("BMC calls of the deprovision (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]string{"pending", "running", "succeeded"}, h.states(m.WorkflowID)); diff != "" {
+					t.Errorf("states (-want +got):\n%s", diff)
+				}
+				evs, err := store.Read(context.Background(), h.st, func(tx *store.Tx) ([]store.Event, error) { return tx.Events(m.WorkflowID, 0) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				said := 0
+				for _, ev := range evs {
+					if strings.Contains(ev.Message, "wipe quick skipped") && strings.Contains(ev.Message, "no action that writes disks ever started") {
+						said++
+					}
+				}
+				if said != 2 {
+					t.Errorf("%d events say the wipe was skipped and why, want 2 (created, running): %+v", said, evs)
+				}
+				if _, err := h.st.GetMachine(context.Background(), "n1"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("machine after deprovision: %v, want ErrNotFound", err)
+				}
+				return
+			}
+			w := h.waitFor(m.WorkflowID, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+			if len(w.Actions) != 1 || w.Actions[0].Image != "wipe" {
+				t.Fatalf("deprovision actions %+v, want the wipe", w.Actions)
+			}
+			if diff := cmp.Diff([]string{"n1 bootdev pxe persistent=false", "n1 power reset"}, h.power.Calls()[before:]); diff != "" {
+				t.Errorf("BMC calls of the wipe boot so far (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestReinstall: a reinstall runs a new provision workflow of the same
+// machine, booted at once with no deprovision: a quick wipe of every disk
+// first unless preserve_data, then the template's actions with the new
+// inputs. A provision still running is cancelled; a deprovision under way
+// is not interrupted.
+func TestReinstall(t *testing.T) {
+	install := func(h *harness, id string) {
+		h.t.Helper()
+		h.waitFor(id, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		ag := &agent{eng: h.eng, token: h.mint("n1"), hw: "n1"}
+		if _, err := ag.run(context.Background()); err != nil {
+			h.t.Fatal(err)
+		}
+		h.waitFor(id, "success", stateIs(store.StateSucceeded))
+	}
+	names := func(w store.Workflow) (out []string) {
+		for _, a := range w.Actions {
+			out = append(out, a.Task+"/"+a.Name)
+		}
+		return out
+	}
+	for name, tc := range map[string]struct {
+		preserve bool
+		want     []string
+	}{
+		"wipes first":   {want: []string{"reinstall/wipe-disks", "install/image", "install/hostname"}},
+		"preserve data": {preserve: true, want: []string{"install/image", "install/hostname"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, testOptions())
+			h.addHardware("n1", "ipmi", "/dev/sda", "/dev/sdb")
+			h.addTemplate("tpl", twoActions)
+			first := h.provision("n1", "tpl", map[string]string{"image": "v1"})
+			install(h, first)
+			before, err := h.st.GetMachine(context.Background(), "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := len(h.power.Calls())
+			m, err := h.eng.Reinstall(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl", Parameters: map[string]string{"image": "v2"}, UserData: "#cloud-config\n"}, tc.preserve)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.WorkflowID == first || !m.CreatedAt.Equal(before.CreatedAt) || m.Wipe != before.Wipe {
+				t.Errorf("reinstalled machine %+v: want a new workflow, the creation time %s and wipe %q kept", m, before.CreatedAt, before.Wipe)
+			}
+			w := h.waitFor(m.WorkflowID, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+			if diff := cmp.Diff(tc.want, names(w)); diff != "" {
+				t.Errorf("actions (-want +got):\n%s", diff)
+			}
+			if i := len(w.Actions) - 2; w.Actions[i].Environment["IMG_URL"] != "http://10.0.0.1:8080/images/v2" {
+				t.Errorf("image action renders with the old parameters: %+v", w.Actions[i].Environment)
+			}
+			if tc.preserve {
+				return
+			}
+			if env := w.Actions[0].Environment; env["DEST_DISKS"] != "/dev/sda,/dev/sdb" || env["WIPE_MODE"] != "quick" {
+				t.Errorf("wipe action environment %+v", env)
+			}
+			install(h, m.WorkflowID)
+			if diff := cmp.Diff([]string{"n1 bootdev pxe persistent=false", "n1 power reset", "n1 bootdev disk persistent=true", "n1 power reset"}, h.power.Calls()[calls:]); diff != "" {
+				t.Errorf("BMC calls of the reinstall (-want +got):\n%s", diff)
+			}
+			got, err := h.st.GetMachine(context.Background(), "n1")
+			if err != nil || got.WorkflowID != m.WorkflowID || got.ProvisionedAt.IsZero() || got.Parameters["image"] != "v2" || got.UserData != "#cloud-config\n" {
+				t.Errorf("machine after the reinstall: %+v, %v", got, err)
+			}
+			if old, err := h.st.GetWorkflow(context.Background(), first); err != nil || old.State != store.StateSucceeded {
+				t.Errorf("first workflow after the reinstall: %s, %v; want it left succeeded", old.State, err)
+			}
+		})
+	}
+	t.Run("cancels a running provision", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		first := h.provision("n1", "tpl", map[string]string{"image": "v1"})
+		h.waitFor(first, "boot", func(w store.Workflow) bool { return w.Step == stepPowered })
+		m, err := h.eng.Reinstall(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl", Parameters: map[string]string{"image": "v2"}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := h.waitFor(first, "cancel", stateIs(store.StateCancelled)); w.Error != "cancelled by a reinstall" {
+			t.Errorf("first workflow error %q", w.Error)
+		}
+		install(h, m.WorkflowID)
+	})
+	t.Run("refused", func(t *testing.T) {
+		h := newHarness(t, testOptions())
+		h.addHardware("n1", "ipmi", "/dev/sda")
+		h.addTemplate("tpl", twoActions)
+		if _, err := h.eng.Reinstall(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl"}, false); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("reinstall without a machine: %v, want ErrNotFound", err)
+		}
+		install(h, h.provision("n1", "tpl", map[string]string{"image": "v1"}))
+		d, err := h.eng.Deprovision(context.Background(), "n1", "quick")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.eng.Reinstall(context.Background(), store.Machine{HardwareID: "n1", TemplateID: "tpl", Parameters: map[string]string{"image": "v2"}}, false); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("reinstall during a deprovision: %v, want ErrConflict", err)
+		}
+		if w, err := h.st.GetWorkflow(context.Background(), d.WorkflowID); err != nil || store.Terminal(w.State) {
+			t.Errorf("deprovision after the refused reinstall: %s, %v; want it still running", w.State, err)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/rackform/terraform-provider-baremetal/examples/templates"
@@ -106,6 +107,7 @@ func (e *Engine) provisionOnce(ctx context.Context, m *store.Machine) (store.Wor
 			Actions: actionsOf(rendered), CreatedAt: now,
 		}
 		m.WorkflowID, m.CreatedAt, m.ProvisionedAt, m.OSReadyAt = w.ID, now, time.Time{}, time.Time{}
+		m.DisksUntouched = true // until NextAction hands out an action that writes
 		if err := tx.PutWorkflow(w); err != nil {
 			return err
 		}
@@ -215,7 +217,13 @@ func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested stri
 			cancelled = cur.ID
 		}
 		w = store.Workflow{ID: store.NewID(), HardwareID: hardwareID, Kind: store.KindDeprovision, State: store.StatePending, Wipe: wipe, CreatedAt: now}
-		if wipe != template.WipeNone {
+		msg := fmt.Sprintf("deprovision workflow created: wipe %s", wipe)
+		switch {
+		case wipe != template.WipeNone && m.DisksUntouched:
+			// Known here, in the write, so an action handed out meanwhile
+			// (NextAction clears the flag in its own write) is seen.
+			msg = fmt.Sprintf("deprovision workflow created: wipe %s skipped, no boot: %s", wipe, untouchedWhy)
+		case wipe != template.WipeNone:
 			if len(hw.Disks) == 0 {
 				return fmt.Errorf("%w: hardware %q lists no disks to wipe: add its disks, or deprovision with wipe \"none\"", ErrInvalid, hardwareID)
 			}
@@ -231,12 +239,15 @@ func (e *Engine) deprovisionOnce(ctx context.Context, hardwareID, requested stri
 		if err := tx.PutMachine(m); err != nil {
 			return err
 		}
-		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: store.EventState, State: string(w.State),
-			Message: fmt.Sprintf("deprovision workflow created: wipe %s", wipe)})
+		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hardwareID, Type: store.EventState, State: string(w.State), Message: msg})
 		return err
 	})
 	return m, w, cancelled, wipe, err
 }
+
+// untouchedWhy is why a deprovision of a machine with DisksUntouched
+// does not wipe.
+const untouchedWhy = "no action that writes disks ever started on this machine (its install never got that far), so its disks hold nothing of it; powering off and freeing the hardware"
 
 func checkWipe(mode string) error {
 	switch mode {
@@ -284,4 +295,143 @@ func actionsOf(t *template.Template) []store.Action {
 		})
 	}
 	return out
+}
+
+// Reinstall installs the machine on m.HardwareID again, in place: a new
+// provision workflow, rendered from m's template and inputs, becomes the
+// machine's current one (a provision still running is cancelled). No
+// deprovision and no wipe boot come first. Unless preserveData, the
+// workflow begins with a quick wipe of every disk, in the install's own
+// boot. The machine keeps its id and creation time; m.Wipe "" keeps its
+// wipe setting. ErrNotFound without a machine, ErrConflict while it is
+// being deprovisioned. Like Provision, it renders outside the write.
+func (e *Engine) Reinstall(ctx context.Context, m store.Machine, preserveData bool) (store.Machine, error) {
+	for attempt := 1; ; attempt++ {
+		w, tplName, cancelled, err := e.reinstallOnce(ctx, &m, preserveData)
+		if errors.Is(err, errInputsChanged) && attempt < renderAttempts {
+			continue
+		}
+		if errors.Is(err, errInputsChanged) {
+			err = fmt.Errorf("hardware %q or template %q changed %d times while the template rendered: %w", m.HardwareID, m.TemplateID, attempt, store.ErrConflict)
+		}
+		if err != nil {
+			return store.Machine{}, fmt.Errorf("reinstall %s: %w", m.HardwareID, err)
+		}
+		if cancelled != "" {
+			e.finished(store.KindProvision, store.StateCancelled, time.Time{})
+			e.poke(cancelled)
+		}
+		e.m.started.WithLabelValues(string(store.KindProvision)).Inc()
+		e.log.InfoContext(ctx, "reinstall started", "hardware", m.HardwareID, "workflow", w.ID, "template", tplName,
+			"actions", len(w.Actions), "preserve_data", preserveData, "cancelled", cancelled)
+		e.start(w.ID)
+		return m, nil
+	}
+}
+
+// reinstallInputs reads what a reinstall renders from: the machine, which
+// must exist, its hardware and the template asked for.
+func reinstallInputs(tx *store.Tx, m store.Machine) (store.Machine, store.Hardware, store.Template, error) {
+	old, err := tx.Machine(m.HardwareID)
+	if err != nil {
+		return store.Machine{}, store.Hardware{}, store.Template{}, err
+	}
+	hw, err := tx.Hardware(m.HardwareID)
+	if err != nil {
+		return store.Machine{}, store.Hardware{}, store.Template{}, err
+	}
+	tpl, err := tx.Template(m.TemplateID)
+	if err != nil {
+		return store.Machine{}, store.Hardware{}, store.Template{}, err
+	}
+	return old, hw, tpl, nil
+}
+
+// reinstallOnce is one read, render, write of Reinstall.
+func (e *Engine) reinstallOnce(ctx context.Context, m *store.Machine, preserveData bool) (w store.Workflow, tplName, cancelled string, err error) {
+	var old store.Machine
+	var hw store.Hardware
+	var tpl store.Template
+	err = e.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		old, hw, tpl, err = reinstallInputs(tx, *m)
+		return err
+	})
+	if err != nil {
+		return w, "", "", err
+	}
+	if m.Wipe == "" {
+		m.Wipe = old.Wipe
+	}
+	if m.Wipe == "" {
+		m.Wipe = template.WipeQuick
+	}
+	if err := checkWipe(m.Wipe); err != nil {
+		return w, "", "", err
+	}
+	data := e.data(hw, *m)
+	rendered, err := e.render(ctx, tpl.Content, data)
+	if err != nil {
+		return w, "", "", fmt.Errorf("render template %q for hardware %q: %w: %w", tpl.Name, hw.ID, ErrInvalid, err)
+	}
+	var wipe []store.Action
+	if !preserveData && len(hw.Disks) > 0 {
+		wr, err := e.render(ctx, WipeTemplate, template.Data{Hardware: templateHardware(hw), Params: map[string]string{"wipe_mode": template.WipeQuick}})
+		if err != nil {
+			return w, "", "", fmt.Errorf("render the reinstall's wipe: %w", err)
+		}
+		for _, a := range actionsOf(wr) {
+			a.Task = "reinstall"
+			wipe = append(wipe, a)
+		}
+	}
+	now := e.now()
+	err = e.st.Batch(ctx, func(tx *store.Tx) error {
+		cancelled = ""
+		old, hw2, tpl2, err := reinstallInputs(tx, *m)
+		if err != nil {
+			return err
+		}
+		if tpl2.Content != tpl.Content || !reflect.DeepEqual(e.data(hw2, *m), data) || !reflect.DeepEqual(hw2.Disks, hw.Disks) {
+			return errInputsChanged
+		}
+		if cur, err := tx.Workflow(old.WorkflowID); err == nil && !store.Terminal(cur.State) {
+			if cur.Kind == store.KindDeprovision {
+				return fmt.Errorf("machine %q is being deprovisioned (workflow %s): %w", m.HardwareID, cur.ID, store.ErrConflict)
+			}
+			cur.State, cur.FinishedAt, cur.Error = store.StateCancelled, now, "cancelled by a reinstall"
+			for i := range cur.Actions {
+				if cur.Actions[i].State == store.StateRunning {
+					cur.Actions[i].State, cur.Actions[i].FinishedAt = store.StateCancelled, now
+				}
+			}
+			if err := putWithEvents(tx, cur, store.Event{Type: store.EventState, State: string(cur.State), Message: cur.Error}); err != nil {
+				return err
+			}
+			cancelled = cur.ID
+		}
+		w = store.Workflow{
+			ID: store.NewID(), HardwareID: hw.ID, TemplateID: tpl.ID, Kind: store.KindProvision,
+			State: store.StatePending, Parameters: m.Parameters, SensitiveKeys: m.SensitiveKeys, GlobalTimeout: rendered.GlobalTimeout,
+			Actions: append(slices.Clone(wipe), actionsOf(rendered)...), CreatedAt: now,
+		}
+		m.WorkflowID, m.CreatedAt, m.ProvisionedAt, m.OSReadyAt = w.ID, old.CreatedAt, time.Time{}, time.Time{}
+		m.DisksUntouched = old.DisksUntouched // what the machine wrote before is still there
+		if err := tx.PutWorkflow(w); err != nil {
+			return err
+		}
+		if err := tx.PutMachine(*m); err != nil {
+			return err
+		}
+		disks := "the data on the disks kept (preserve_data)"
+		if len(wipe) > 0 {
+			disks = "every disk wiped quick first, in the same boot"
+		} else if !preserveData {
+			disks = "no disks listed to wipe"
+		}
+		_, err = tx.AppendEvent(store.Event{WorkflowID: w.ID, HardwareID: hw.ID, Type: store.EventState, State: string(w.State),
+			Message: fmt.Sprintf("reinstall: provision workflow created from template %q: %d action(s), %s; no deprovision, no wipe boot", tpl2.Name, len(w.Actions), disks)})
+		return err
+	})
+	return w, tpl.Name, cancelled, err
 }

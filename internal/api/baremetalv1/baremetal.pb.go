@@ -1951,8 +1951,17 @@ type ProvisionMachineRequest struct {
 	// A read of the machine returns them among parameters, as provisiond
 	// does not yet record which names were sensitive.
 	SensitiveParameters map[string]string `protobuf:"bytes,7,rep,name=sensitive_parameters,json=sensitiveParameters,proto3" json:"sensitive_parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The hardware already holds a machine: install it again in place with
+	// these inputs, as a new provision workflow of the same machine (one
+	// still running is cancelled; a deprovision under way is refused). No
+	// deprovision and no wipe boot come first.
+	Reinstall bool `protobuf:"varint,8,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
+	// With reinstall: the template's actions run over what the disks hold.
+	// Unset: the reinstall's first action wipes every disk quick (partition
+	// tables and signatures), in the install's own boot.
+	PreserveData  bool `protobuf:"varint,9,opt,name=preserve_data,json=preserveData,proto3" json:"preserve_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProvisionMachineRequest) Reset() {
@@ -2032,6 +2041,20 @@ func (x *ProvisionMachineRequest) GetSensitiveParameters() map[string]string {
 		return x.SensitiveParameters
 	}
 	return nil
+}
+
+func (x *ProvisionMachineRequest) GetReinstall() bool {
+	if x != nil {
+		return x.Reinstall
+	}
+	return false
+}
+
+func (x *ProvisionMachineRequest) GetPreserveData() bool {
+	if x != nil {
+		return x.PreserveData
+	}
+	return false
 }
 
 type GetMachineRequest struct {
@@ -3511,7 +3534,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tosReadyAt\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf8\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x04\n" +
 	"\x17ProvisionMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3523,7 +3546,9 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\tuser_data\x18\x04 \x01(\tR\buserData\x12\x19\n" +
 	"\bssh_keys\x18\x05 \x03(\tR\asshKeys\x12\x12\n" +
 	"\x04wipe\x18\x06 \x01(\tR\x04wipe\x12q\n" +
-	"\x14sensitive_parameters\x18\a \x03(\v2>.baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntryR\x13sensitiveParameters\x1a=\n" +
+	"\x14sensitive_parameters\x18\a \x03(\v2>.baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntryR\x13sensitiveParameters\x12\x1c\n" +
+	"\treinstall\x18\b \x01(\bR\treinstall\x12#\n" +
+	"\rpreserve_data\x18\t \x01(\bR\fpreserveData\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aF\n" +

@@ -40,6 +40,17 @@ func TestVMArgs(t *testing.T) {
 				"-drive", "file=/w/d.qcow2,format=qcow2,if=none,id=d0", "-device", "nvme,serial=d,drive=d0,bootindex=1"},
 			notWant: []string{"virtio-blk-pci,drive=d0,bootindex=1"},
 		},
+		"uefi http boot, pxe off in setup": {
+			vm:    VM{Name: "e", Dir: "/v", Firmware: UEFI, HTTPBoot: true, NoNICROM: true, Tap: "tap2", MAC: "52:54:00:00:00:05"},
+			order: "n",
+			want: []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n", "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+				"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:05,romfile=,bootindex=1"},
+		},
+		"http boot ignored on bios": {
+			vm:      VM{Name: "f", Dir: "/u", HTTPBoot: true, Tap: "tap3", MAC: "52:54:00:00:00:06"},
+			order:   "n",
+			notWant: []string{"name=opt/org.tianocore/IPv4PXESupport,string=n"},
+		},
 		"no nic": {
 			vm:    VM{Name: "c", Dir: "/z", MemoryMiB: 128},
 			order: "c",

@@ -50,6 +50,14 @@ type VM struct {
 	// which asks DHCP for a boot file and fetches it by TFTP as a real
 	// server's UEFI does.
 	NoNICROM bool
+	// HTTPBoot (UEFI only) is firmware setup with PXE disabled and UEFI
+	// HTTP boot enabled: OVMF's IPv4 and IPv6 PXE boot options are turned
+	// off by fw_cfg (opt/org.tianocore/IPv4PXESupport and IPv6PXESupport,
+	// edk2's OvmfPkg/RUNTIME_CONFIG.md), so the NIC's first boot option is
+	// "UEFI HTTPv4": a DHCP request with option 60 "HTTPClient" and the
+	// boot file fetched by URL, no TFTP. Needs NoNICROM (EDK2's own
+	// network stack) to mean anything.
+	HTTPBoot bool
 	// Disk is an image file attached as a virtio disk (or, DiskDevice
 	// NVMe, an NVMe controller with one namespace); DiskFormat defaults to
 	// qcow2. Snapshot discards writes (a read-only base image).
@@ -172,6 +180,12 @@ func (vm VM) Args(bootOrder string) []string {
 		a = append(a,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vm.varsFile())
+		if vm.HTTPBoot {
+			// A setup setting, so on every boot whatever the order.
+			a = append(a,
+				"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+				"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+		}
 	}
 	nic := vm.NIC
 	if nic == "" {

@@ -65,6 +65,9 @@ type Shape struct {
 	DiskDevice DiskDevice
 	NIC        string
 	MemoryMiB  int
+	// HTTPBoot makes a UEFI server's firmware boot its NIC by UEFI HTTP
+	// boot, PXE disabled in its setup (VM.HTTPBoot).
+	HTTPBoot bool
 }
 
 // Rack is a lab rack: a network namespace with a bridge standing for the
@@ -178,6 +181,7 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 				diskMiB = sh.DiskMiB
 			}
 			vm.DiskDevice, vm.NIC, vm.MemoryMiB = sh.DiskDevice, sh.NIC, sh.MemoryMiB
+			vm.HTTPBoot = sh.HTTPBoot && vm.Firmware == UEFI
 		}
 		if err := os.MkdirAll(vm.Dir, 0o755); err != nil {
 			return nil, err

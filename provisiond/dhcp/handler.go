@@ -466,7 +466,7 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, b *binding, mt dhcpv4.MessageType, lt
 		if boot, ok := s.bootFor(req); ok {
 			boot.apply(r, s.opts.ServerIP)
 			if log.enabled(slog.LevelDebug) {
-				log.log(slog.LevelDebug, "boot file", "boot_file", boot.file)
+				log.log(slog.LevelDebug, "boot file", "boot_file", boot.file, "class", boot.vendorClass)
 			}
 		}
 	} else if req.Options.Has(ipxeEncap) {
@@ -542,7 +542,7 @@ func (s *Server) proxy(ctx context.Context, log *pktLog, req *dhcpv4.DHCPv4, req
 	r.ServerIPAddr = s.serverIP
 	boot.apply(r, s.opts.ServerIP)
 	// A ProxyDHCP reply carries no address: yiaddr stays 0.0.0.0.
-	log.log(slog.LevelDebug, "ProxyDHCP reply", "boot_file", boot.file)
+	log.log(slog.LevelDebug, "ProxyDHCP reply", "boot_file", boot.file, "class", boot.vendorClass)
 	a.reply = r
 	return a, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/hwspec"
@@ -71,6 +72,7 @@ type bmcModel struct {
 	PasswordWOVersion types.Int64  `tfsdk:"password_wo_version"`
 	InsecureTLS       types.Bool   `tfsdk:"insecure_tls"`
 	PasswordSet       types.Bool   `tfsdk:"password_set"`
+	Verify            types.Bool   `tfsdk:"verify"`
 }
 
 func (r *hardwareResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -198,6 +200,14 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 						Description:   "Whether provisiond holds a password for this BMC.",
 						Computed:      true,
 						PlanModifiers: []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()},
+					},
+					"verify": schema.BoolAttribute{
+						Description: "Check the BMC when the hardware is created: provisiond reads its power state (`ipmi` and `redfish`; `manual` has nothing to contact), " +
+							"and the create fails, with the BMC's address and what it said, when the BMC refuses the credentials or does not answer within 15 seconds; nothing is registered then. " +
+							"Set it to false to register a server whose BMC is not reachable yet. Updates do not check again. Default: true.",
+						Optional: true,
+						Computed: true,
+						Default:  booldefault.StaticBool(true),
 					},
 				},
 			},
@@ -397,6 +407,8 @@ func hardwareFromPB(h *pb.Hardware, prior hardwareModel) hardwareModel {
 			PasswordWOVersion: types.Int64Null(),
 			InsecureTLS:       types.BoolValue(b.GetInsecureTls()),
 			PasswordSet:       types.BoolValue(b.GetPasswordSet()),
+			// Only Terraform knows it: provisiond checks at create and keeps nothing.
+			Verify: types.BoolValue(true),
 		}
 		if b.GetPort() != 0 {
 			bm.Port = types.Int64Value(int64(b.GetPort()))
@@ -404,6 +416,9 @@ func hardwareFromPB(h *pb.Hardware, prior hardwareModel) hardwareModel {
 		if prior.BMC != nil {
 			bm.Password = prior.BMC.Password
 			bm.PasswordWOVersion = prior.BMC.PasswordWOVersion
+			if !prior.BMC.Verify.IsNull() && !prior.BMC.Verify.IsUnknown() {
+				bm.Verify = prior.BMC.Verify
+			}
 		}
 		m.BMC = bm
 	}
@@ -442,7 +457,14 @@ func (r *hardwareResource) Create(ctx context.Context, req resource.CreateReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	out, err := r.client.CreateHardware(ctx, &pb.CreateHardwareRequest{Hardware: h})
+	verify := plan.BMC != nil && plan.BMC.Verify.ValueBool()
+	out, err := r.client.CreateHardware(ctx, &pb.CreateHardwareRequest{Hardware: h, VerifyBmc: verify})
+	if verify && isFailedPrecondition(err) {
+		resp.Diagnostics.AddAttributeError(path.Root("bmc"), "BMC check failed",
+			"provisiond could not read the power state of this server's BMC, so it registered nothing. Check bmc.address, bmc.port, bmc.username and the password, "+
+				"and that provisiond's host reaches the BMC; or set bmc.verify = false to register the server without contacting its BMC.\n\nError: "+status.Convert(err).Message())
+		return
+	}
 	if err != nil {
 		addAPIError(&resp.Diagnostics, r.client, "Cannot create hardware", err)
 		return

@@ -2,9 +2,12 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-jsontypes/jsontypes"
 	fwresource "github.com/hashicorp/terraform-plugin-framework/resource"
@@ -16,6 +19,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
+	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc/bmctest"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -45,7 +51,7 @@ resource "baremetal_hardware" "test" {
 
 func TestAccHardware(t *testing.T) {
 	requireAcc(t)
-	d := startDaemon(t, nil)
+	d, _ := startSimLab(t) // the BMC check at create reads the simulated BMC
 	addr := "baremetal_hardware.test"
 	var id string
 	resource.ParallelTest(t, resource.TestCase{
@@ -122,7 +128,7 @@ func TestAccHardware(t *testing.T) {
 
 func TestAccHardwareInUseRefusesDelete(t *testing.T) {
 	requireAcc(t)
-	d := startDaemon(t, nil)
+	d, _ := startSimLab(t) // the BMC check at create reads the simulated BMC
 	var id string
 	hold := func(held bool) func() {
 		return func() {
@@ -169,7 +175,7 @@ func TestAccHardwareInUseRefusesDelete(t *testing.T) {
 
 func TestAccHardwareDataSource(t *testing.T) {
 	requireAcc(t)
-	d := startDaemon(t, nil)
+	d, _ := startSimLab(t) // the BMC check at create reads the simulated BMC
 	cfg := hcl(hardwareConfig(d, "52:54:00:aa:02:01", "ds1", `jsonencode({ a = [1, 2] })`), `
 data "baremetal_hardware" "by_mac" {
   mac = upper(baremetal_hardware.test.interfaces[0].mac)
@@ -235,4 +241,168 @@ func TestMetadataSemanticEquality(t *testing.T) {
 	if _, ok := resp.Schema.Attributes["metadata"].GetType().(jsontypes.NormalizedType); !ok {
 		t.Errorf("metadata has type %T, want jsontypes.NormalizedType", resp.Schema.Attributes["metadata"].GetType())
 	}
+}
+
+// bmcCheckConfig is hardware id with an IPMI BMC at 127.0.0.1:port;
+// verify is the bmc.verify line ("" leaves the default).
+func bmcCheckConfig(id string, n, port int, password, verify string) string {
+	return fmt.Sprintf(`
+resource "baremetal_hardware" %[1]q {
+  id         = %[1]q
+  interfaces = [{ mac = "52:54:00:aa:05:%02[2]x" }]
+  bmc = {
+    driver   = "ipmi"
+    address  = "127.0.0.1"
+    port     = %[3]d
+    username = "admin"
+    password = %[4]q
+    %[5]s
+  }
+}
+`, id, n, port, password, verify)
+}
+
+// notStored fails the test if provisiond holds hardware id.
+func notStored(t *testing.T, d *testDaemon, id string) func() {
+	return func() {
+		if _, err := d.Store.GetHardware(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("hardware %s after a failed BMC check: %v, want not found", id, err)
+		}
+	}
+}
+
+// TestAccHardwareBMCCheck: creating hardware reads its BMC's power state
+// through the daemon's BMC driver (here the simulated one). A BMC that
+// refuses fails the create with its address and what it said, and
+// nothing is registered; once it answers, the create succeeds and the
+// power state read is recorded; verify = false registers a server whose
+// BMC refuses, without asking it.
+func TestAccHardwareBMCCheck(t *testing.T) {
+	requireAcc(t)
+	d, sim := startSimLab(t)
+	sim.Refuse("chk1", errors.New("RAKP 2 HMAC is invalid: wrong password"))
+	sim.Refuse("chk2", errors.New("RAKP 2 HMAC is invalid: wrong password"))
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{
+			{
+				Config:      hcl(d.ProviderConfig(), bmcCheckConfig("chk1", 1, 9623, "pw", "")),
+				ExpectError: regexp.MustCompile(`(?s)BMC check failed.*bmc\.verify\s+=\s+false.*the ipmi BMC at\s+127\.0\.0\.1:9623\s+refused.*wrong\s+password`),
+			},
+			{
+				PreConfig: func() { notStored(t, d, "chk1")(); sim.Refuse("chk1", nil) },
+				Config:    hcl(d.ProviderConfig(), bmcCheckConfig("chk1", 1, 9623, "pw", "")),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue("baremetal_hardware.chk1", tfjsonpath.New("bmc").AtMapKey("verify"), knownvalue.Bool(true)),
+				},
+				Check: func(*terraform.State) error {
+					// The check's read is recorded: it went through the daemon's BMC driver.
+					if h := d.mustHardware(t, "chk1"); h.Power != "off" || h.PowerSeenAt.IsZero() {
+						return fmt.Errorf("chk1 power %q seen at %v: want the state the check read", h.Power, h.PowerSeenAt)
+					}
+					return nil
+				},
+			},
+			{
+				Config: hcl(d.ProviderConfig(), bmcCheckConfig("chk1", 1, 9623, "pw", ""), bmcCheckConfig("chk2", 2, 9624, "pw", "verify = false")),
+				Check: func(*terraform.State) error {
+					if h := d.mustHardware(t, "chk2"); h.Power != "" {
+						return fmt.Errorf("chk2 power %q: its BMC was asked despite verify = false", h.Power)
+					}
+					return nil
+				},
+			},
+			{
+				Config:   hcl(d.ProviderConfig(), bmcCheckConfig("chk1", 1, 9623, "pw", ""), bmcCheckConfig("chk2", 2, 9624, "pw", "verify = false")),
+				PlanOnly: true,
+			},
+		},
+	})
+}
+
+// TestAccHardwareBMCCheckIPMISim: against a real BMC (OpenIPMI's ipmi_sim,
+// driven through bmclib and ipmitool), a wrong password fails the create
+// with the BMC's address and the refusal, quickly; the right one
+// registers the server with the power state it read.
+func TestAccHardwareBMCCheckIPMISim(t *testing.T) {
+	requireAcc(t)
+	if why := bmctest.IPMIToolsMissing(); why != "" {
+		fmt.Printf("SKIP %s: %s\n", t.Name(), why)
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim, err := bmctest.StartIPMISim(ctx, t.TempDir(), "admin", "ipmi-pass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	d := startDaemon(t, func(c *daemon.Config) {
+		c.BMC = bmc.Options{Timeout: 10 * time.Second, IPMICipherSuite: "3", PollInterval: -1}
+	})
+	var start time.Time
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 preCheck(t),
+		ProtoV6ProviderFactories: protoV6,
+		Steps: []resource.TestStep{
+			{
+				PreConfig:   func() { start = time.Now() },
+				Config:      hcl(d.ProviderConfig(), bmcCheckConfig("real1", 1, sim.Port, "not-the-password", "")),
+				ExpectError: regexp.MustCompile(fmt.Sprintf(`(?s)BMC check failed.*the ipmi BMC at\s+127\.0\.0\.1:%d\s+refused.*refused\s+the\s+credentials`, sim.Port)),
+			},
+			{
+				PreConfig: func() {
+					fmt.Printf("BMC check of a wrong password against ipmi_sim: refused after %s (plan and apply included)\n", time.Since(start).Round(time.Millisecond))
+					notStored(t, d, "real1")()
+				},
+				Config: hcl(d.ProviderConfig(), bmcCheckConfig("real1", 1, sim.Port, "ipmi-pass", "")),
+				Check: func(*terraform.State) error {
+					if h := d.mustHardware(t, "real1"); h.Power != "off" {
+						return fmt.Errorf("real1 power %q: want off, as ipmi_sim said", h.Power)
+					}
+					return nil
+				},
+			},
+			{
+				// A BMC that never answers: the check gives up within its bound.
+				PreConfig: func() { start = time.Now() },
+				Config: hcl(d.ProviderConfig(), bmcCheckConfig("real1", 1, sim.Port, "ipmi-pass", ""),
+					bmcCheckConfig("silent1", 2, silentPort(t), "ipmi-pass", "")),
+				ExpectError: regexp.MustCompile(`(?s)BMC check failed.*the ipmi BMC at\s+127\.0\.0\.1:[0-9]+\s+did\s+not\s+answer\s+a\s+power-state\s+read\s+within\s+15s`),
+			},
+			{
+				PreConfig: func() {
+					took := time.Since(start)
+					fmt.Printf("BMC check of a BMC that never answers: gave up after %s (plan and apply included)\n", took.Round(time.Millisecond))
+					if took > 25*time.Second {
+						t.Errorf("the check of a silent BMC took %s: want about 15s", took)
+					}
+					notStored(t, d, "silent1")()
+				},
+				Config:   hcl(d.ProviderConfig(), bmcCheckConfig("real1", 1, sim.Port, "ipmi-pass", "")),
+				PlanOnly: true,
+			},
+		},
+	})
+}
+
+// silentPort is a UDP port of 127.0.0.1 that takes packets and never
+// answers: a BMC that is down behind a switch that still forwards.
+func silentPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).Port
 }

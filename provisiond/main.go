@@ -39,6 +39,18 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "flags-markdown" {
+		// For make docs: the README's flag table (see flagdoc.go).
+		path := ""
+		if len(os.Args) > 2 {
+			path = os.Args[2]
+		}
+		if err := writeFlagsMarkdown(path); err != nil {
+			fmt.Fprintln(os.Stderr, "provisiond flags-markdown:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "provisiond:", err)
 		os.Exit(1)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -48,11 +50,28 @@ const (
 	maxBearerBytes = 512
 )
 
+// NewServerMetrics returns the gRPC server's metrics, registered with
+// reg: grpc_server_started_total, grpc_server_handled_total (by method and
+// code), the stream message counters and grpc_server_handling_seconds.
+// Series appear with a method's first call (pre-creating every method and
+// code would be hundreds of series).
+func NewServerMetrics(reg prometheus.Registerer) *grpcprom.ServerMetrics {
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		// Admin and Agent calls take milliseconds; WatchMachine streams
+		// last as long as an install.
+		grpcprom.WithHistogramBuckets([]float64{.001, .005, .01, .05, .1, .5, 1, 5, 30, 120, 600, 3600}),
+	))
+	reg.MustRegister(m)
+	return m
+}
+
 // ServerOptions are the gRPC server options provisiond runs with:
 // authentication before a request body is read, the limits above,
 // keepalive enforcement, panic recovery and, when creds is not nil, TLS.
-// provisiond and its tests both build the server from this.
-func ServerOptions(auth *Auth, creds credentials.TransportCredentials, log *slog.Logger) []grpc.ServerOption {
+// With metrics, every call that passes the tap is counted and timed, its
+// refusals by the interceptors included. provisiond and its tests both
+// build the server from this.
+func ServerOptions(auth *Auth, creds credentials.TransportCredentials, log *slog.Logger, metrics *grpcprom.ServerMetrics) []grpc.ServerOption {
 	log = log.With("component", "grpc")
 	opts := []grpc.ServerOption{
 		grpc.InTapHandle(auth.Tap),
@@ -73,10 +92,18 @@ func ServerOptions(auth *Auth, creds credentials.TransportCredentials, log *slog
 		// Our clients send no keepalive pings today; this admits modest
 		// ones and closes connections that ping-flood.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+	}
+	if metrics != nil {
+		// Outermost: a call's code is the one its client sees, a recovered
+		// panic's Internal and an interceptor's refusal included.
+		opts = append(opts, grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
+			grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()))
+	}
+	opts = append(opts,
 		// Recovery first, so that it also covers the interceptors after it.
 		grpc.ChainUnaryInterceptor(recoverUnary(log), auth.Unary, limitFields),
 		grpc.ChainStreamInterceptor(recoverStream(log), auth.Stream),
-	}
+	)
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}

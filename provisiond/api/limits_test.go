@@ -46,7 +46,7 @@ func shippedServer(t *testing.T, log *slog.Logger, opts Options) string {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	srv := grpc.NewServer(ServerOptions(NewAuth(limitsToken, false, log, nil), nil, log)...)
+	srv := grpc.NewServer(ServerOptions(NewAuth(limitsToken, false, log, nil), nil, log, nil)...)
 	pb.RegisterAdminServer(srv, NewAdmin(st, log, opts))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"time"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -73,11 +75,52 @@ func (a *Admin) CreateHardware(ctx context.Context, req *pb.CreateHardwareReques
 		h.ID = store.NewID()
 	}
 	h.CreatedAt, h.UpdatedAt = a.now(), a.now()
+	if req.GetVerifyBmc() {
+		if err := a.verifyBMC(ctx, &h); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.st.Update(ctx, func(tx *store.Tx) error { return tx.CreateHardware(h) }); err != nil {
 		return nil, grpcError("create hardware", err)
 	}
 	a.log.InfoContext(ctx, "hardware created", "hardware", h.ID, "hostname", h.Hostname)
 	return hardwareToPB(h, false), nil
+}
+
+// VerifyBMCTimeout bounds the BMC check of CreateHardware: long enough
+// for a slow BMC's login and a retry, short enough for an apply.
+const VerifyBMCTimeout = 15 * time.Second
+
+// verifyBMC reads the power state of h's BMC, if it has one to contact,
+// and records it in h. A BMC that refuses the credentials or does not
+// answer within VerifyBMCTimeout is FailedPrecondition, with its address
+// and what it said.
+func (a *Admin) verifyBMC(ctx context.Context, h *store.Hardware) error {
+	driver := strings.ToLower(h.BMC.Driver)
+	if driver == "" || driver == bmc.DriverManual {
+		return nil
+	}
+	if a.opts.Power == nil {
+		return status.Error(codes.Unimplemented, "create hardware: verify BMC: no BMC controller configured")
+	}
+	vctx, cancel := context.WithTimeout(ctx, VerifyBMCTimeout)
+	defer cancel()
+	start := time.Now()
+	state, err := a.opts.Power.PowerState(vctx, *h)
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		what := "refused the power-state read"
+		if vctx.Err() != nil {
+			what = fmt.Sprintf("did not answer a power-state read within %s", VerifyBMCTimeout)
+		}
+		a.log.WarnContext(ctx, "hardware not created: BMC check failed", "hardware", h.ID, "bmc", bmc.Endpoint(h.BMC), "driver", driver, "err", err)
+		return status.Errorf(codes.FailedPrecondition, "create hardware %s: the %s BMC at %s %s: %v", h.ID, driver, bmc.Endpoint(h.BMC), what, err)
+	}
+	a.log.InfoContext(ctx, "BMC checked", "hardware", h.ID, "bmc", bmc.Endpoint(h.BMC), "power", state, "took", time.Since(start).Round(time.Millisecond))
+	h.Power, h.PowerSeenAt = state, a.now()
+	return nil
 }
 
 // GetHardware returns one server.

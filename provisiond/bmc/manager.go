@@ -137,6 +137,10 @@ func driverOf(hw store.Hardware) string {
 	return strings.ToLower(hw.BMC.Driver)
 }
 
+// Endpoint is the BMC's address:port, with the driver's well-known port
+// when none is set: how errors and logs name a BMC.
+func Endpoint(b store.BMC) string { return bmcKey(b) }
+
 // bmcKey identifies one BMC: address:port.
 func bmcKey(b store.BMC) string {
 	return net.JoinHostPort(b.Address, strconv.Itoa(bmcPort(b)))

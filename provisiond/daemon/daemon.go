@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -190,7 +191,11 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 		"decode", rep.Decode.Round(time.Millisecond), "secrets_sealed", cfg.SecretsKey != nil, "newly_sealed", rep.Sealed)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "provisiond_build_info", Help: "Always 1: the version of provisiond and of the Go it was built with.",
+			ConstLabels: prometheus.Labels{"version": cfg.Version, "goversion": runtime.Version()},
+		}, func() float64 { return 1 }))
 
 	if d.glis, err = listen(o.grpcLis, cfg.GRPCListen, "gRPC"); err != nil {
 		return nil, err
@@ -238,7 +243,7 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
 	}
-	d.gsrv = grpc.NewServer(api.ServerOptions(auth, creds, log)...)
+	d.gsrv = grpc.NewServer(api.ServerOptions(auth, creds, log, api.NewServerMetrics(reg))...)
 	pb.RegisterAdminServer(d.gsrv, api.NewAdmin(d.st, log, api.Options{Machines: d.eng, Power: power}))
 	pb.RegisterAgentServer(d.gsrv, api.NewAgent(d.eng, log, reg))
 	d.health = health.NewServer()
@@ -304,6 +309,15 @@ func (d *Daemon) GRPCAddr() string { return d.glis.Addr().String() }
 
 // HTTPAddr is the HTTP listener's address.
 func (d *Daemon) HTTPAddr() string { return d.hlis.Addr().String() }
+
+// MetricsAddr is the metrics listener's address ("" when /metrics is on
+// the HTTP listener).
+func (d *Daemon) MetricsAddr() string {
+	if d.mlis == nil {
+		return ""
+	}
+	return d.mlis.Addr().String()
+}
 
 // Close releases what New opened; Serve does it itself when it returns.
 func (d *Daemon) Close() error {

@@ -136,6 +136,10 @@ func (t *Tx) ListHardware() ([]Hardware, error) {
 	return out, err
 }
 
+// CountHardware is the number of hardware records, read without decoding
+// them.
+func (t *Tx) CountHardware() int { return t.tx.Bucket(bHardware).Stats().KeyN }
+
 // CreateHardware stores new hardware; its id, MACs and IPs must be free.
 func (t *Tx) CreateHardware(h Hardware) error {
 	if h.ID == "" {

@@ -131,13 +131,17 @@ type Engine struct {
 // New returns an engine over st. It does no I/O.
 func New(st *store.Store, log *slog.Logger, reg prometheus.Registerer, power Power, opts Options) *Engine {
 	opts.defaults()
-	return &Engine{
+	e := &Engine{
 		st: st, log: log.With("component", "workflow"), power: power, opts: opts,
 		m:       newMetrics(reg),
 		render:  template.RenderContext,
 		drivers: map[string]chan struct{}{},
 		seen:    map[string]time.Time{},
 	}
+	if reg != nil {
+		reg.MustRegister(newStateCollector(e))
+	}
+	return e
 }
 
 func (e *Engine) now() time.Time { return e.opts.Now().UTC() }

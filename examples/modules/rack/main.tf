@@ -31,6 +31,7 @@ resource "baremetal_hardware" "server" {
     port     = each.value.bmc.port
     username = each.value.bmc.username
     password = var.bmc_passwords[each.key]
+    verify   = each.value.bmc.verify
   }
 
   labels   = each.value.labels

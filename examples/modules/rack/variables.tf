@@ -15,6 +15,7 @@ variable "servers" {
       address  = string
       port     = optional(number)
       username = string
+      verify   = optional(bool, true)
     })
   }))
 }

@@ -755,8 +755,14 @@ func (x *Hardware) GetUpdatedAt() *timestamppb.Timestamp {
 }
 
 type CreateHardwareRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hardware      *Hardware              `protobuf:"bytes,1,opt,name=hardware,proto3" json:"hardware,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hardware *Hardware              `protobuf:"bytes,1,opt,name=hardware,proto3" json:"hardware,omitempty"`
+	// Contact an ipmi or redfish BMC before storing the hardware: read its
+	// power state, bounded by about 15 s. When the BMC refuses the
+	// credentials or does not answer, nothing is stored and the call fails
+	// with FAILED_PRECONDITION naming the BMC's address and what it said.
+	// The manual driver has nothing to contact.
+	VerifyBmc     bool `protobuf:"varint,2,opt,name=verify_bmc,json=verifyBmc,proto3" json:"verify_bmc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -796,6 +802,13 @@ func (x *CreateHardwareRequest) GetHardware() *Hardware {
 		return x.Hardware
 	}
 	return nil
+}
+
+func (x *CreateHardwareRequest) GetVerifyBmc() bool {
+	if x != nil {
+		return x.VerifyBmc
+	}
+	return false
 }
 
 type GetHardwareRequest struct {
@@ -3433,9 +3446,11 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"updated_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
 	"\x15CreateHardwareRequest\x122\n" +
-	"\bhardware\x18\x01 \x01(\v2\x16.baremetal.v1.HardwareR\bhardware\"$\n" +
+	"\bhardware\x18\x01 \x01(\v2\x16.baremetal.v1.HardwareR\bhardware\x12\x1d\n" +
+	"\n" +
+	"verify_bmc\x18\x02 \x01(\bR\tverifyBmc\"$\n" +
 	"\x12GetHardwareRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x97\x01\n" +
 	"\x13ListHardwareRequest\x12E\n" +

@@ -32,6 +32,7 @@ type BMC struct {
 	boot   map[string]string
 	fail   map[string]string        // hardware id → action that fails
 	hold   map[string]chan struct{} // hardware id → gate
+	refuse map[string]error         // hardware id → what its BMC answers
 	osBoot func(ctx context.Context, hw store.Hardware)
 	agents sync.WaitGroup
 }
@@ -42,7 +43,7 @@ type Cleaner interface{ Cleanup(func()) }
 // New returns a BMC whose agents stop when the test ends.
 func New(t Cleaner) *BMC {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &BMC{ctx: ctx, power: map[string]string{}, boot: map[string]string{}, fail: map[string]string{}, hold: map[string]chan struct{}{}}
+	b := &BMC{ctx: ctx, power: map[string]string{}, boot: map[string]string{}, fail: map[string]string{}, hold: map[string]chan struct{}{}, refuse: map[string]error{}}
 	t.Cleanup(func() { cancel(); b.agents.Wait() })
 	return b
 }
@@ -62,6 +63,18 @@ func (b *BMC) Hold(hwID string, gate chan struct{}) {
 	b.hold[hwID] = gate
 }
 
+// Refuse makes the BMC of hardware hwID answer every call with err, as a
+// BMC that refuses the credentials does (nil: it answers again).
+func (b *BMC) Refuse(hwID string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		delete(b.refuse, hwID)
+		return
+	}
+	b.refuse[hwID] = err
+}
+
 // OnDiskBoot runs fn, in a goroutine of its own, for every boot from disk
 // (power on or reset with boot device disk): the installed OS.
 func (b *BMC) OnDiskBoot(fn func(ctx context.Context, hw store.Hardware)) {
@@ -74,6 +87,9 @@ func (b *BMC) OnDiskBoot(fn func(ctx context.Context, hw store.Hardware)) {
 func (b *BMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.refuse[hw.ID]; err != nil {
+		return "", err
+	}
 	if s, ok := b.power[hw.ID]; ok {
 		return s, nil
 	}
@@ -84,6 +100,9 @@ func (b *BMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
 func (b *BMC) SetPower(_ context.Context, hw store.Hardware, action string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.refuse[hw.ID]; err != nil {
+		return err
+	}
 	was := b.power[hw.ID]
 	switch action {
 	case "on", "cycle", "reset":
@@ -110,6 +129,9 @@ func (b *BMC) SetPower(_ context.Context, hw store.Hardware, action string) erro
 func (b *BMC) SetBootDevice(_ context.Context, hw store.Hardware, device string, _, _ bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.refuse[hw.ID]; err != nil {
+		return err
+	}
 	b.boot[hw.ID] = device
 	return nil
 }

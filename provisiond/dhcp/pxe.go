@@ -39,6 +39,10 @@ type bootInfo struct {
 	file        string // the 'file' header field and option 67
 	vendorClass string // option 60 echoed: "PXEClient" or "HTTPClient"
 	ipxe        bool   // the client runs iPXE already
+	// configURL, for arm64 UEFI PXE clients, is the boot loader's config
+	// URL (HTTPBase/grub/MAC) in option 209 (RFC 5071 PXELINUX config
+	// file): the GRUB loader of internal/osbuild/grub-arm64.sh reads it.
+	configURL string
 }
 
 // vendor options, PXE specification 2.1 table 2-1 and iPXE's option 175.
@@ -61,7 +65,13 @@ func (b bootInfo) apply(r *dhcpv4.DHCPv4, server netip.Addr) {
 		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions))
 		r.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
 	}
+	if b.configURL != "" {
+		r.UpdateOption(dhcpv4.OptGeneric(optConfigFile, []byte(b.configURL)))
+	}
 }
+
+// optConfigFile is option 209, PXELINUX's configuration file (RFC 5071).
+const optConfigFile = dhcpv4.GenericOptionCode(209)
 
 // isNetbootClient reports whether req comes from PXE or UEFI HTTP boot
 // firmware (RFC 4578 section 2): option 60 starting "PXEClient" or
@@ -107,7 +117,9 @@ func hasUserClass(req *dhcpv4.DHCPv4, class string) bool {
 //  2. option 60 "HTTPClient" (UEFI HTTP boot) → HTTP URL of the iPXE binary;
 //  3. user class "iPXE" (stock iPXE, e.g. a NIC ROM or our chainloaded
 //     binary) → the script URL, so there is no chainload loop;
-//  4. otherwise the iPXE binary over TFTP, by architecture.
+//  4. otherwise the iPXE binary over TFTP, by architecture; arm64 UEFI
+//     clients also get option 209, the URL of their GRUB config (Debian
+//     has no arm64 iPXE: the arm64 binary is GRUB, see --efi-arm64-binary).
 //
 // It returns false for clients that are not netbooting or whose
 // architecture has no binary.
@@ -145,5 +157,9 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4) (bootInfo, bool) {
 	if bin == "" {
 		return bootInfo{}, false
 	}
-	return bootInfo{file: bin, vendorClass: vc}, true
+	b := bootInfo{file: bin, vendorClass: vc}
+	if archFamily(req.ClientArch()[0]) == famEFIARM64 {
+		b.configURL = strings.TrimRight(s.opts.HTTPBase, "/") + "/grub/" + url.PathEscape(req.ClientHWAddr.String())
+	}
+	return b, true
 }

@@ -40,8 +40,10 @@ type bootInfo struct {
 	vendorClass string // option 60 echoed: "PXEClient" or "HTTPClient"
 	ipxe        bool   // the client runs iPXE already
 	// configURL, for arm64 UEFI PXE clients, is the boot loader's config
-	// URL (HTTPBase/grub/MAC) in option 209 (RFC 5071 PXELINUX config
-	// file): the GRUB loader of internal/osbuild/grub-arm64.sh reads it.
+	// URL (HTTPBase/grub/MAC), sent as option 17 (root path): the GRUB
+	// loader of internal/osbuild/grub-arm64.sh reads it. Not option 209
+	// (PXELINUX's config file): EDK2's PXE (AAVMF) hands its boot file
+	// only the options it asked for in option 55, and 17 is one of them.
 	configURL string
 }
 
@@ -66,12 +68,9 @@ func (b bootInfo) apply(r *dhcpv4.DHCPv4, server netip.Addr) {
 		r.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
 	}
 	if b.configURL != "" {
-		r.UpdateOption(dhcpv4.OptGeneric(optConfigFile, []byte(b.configURL)))
+		r.UpdateOption(dhcpv4.OptRootPath(b.configURL))
 	}
 }
-
-// optConfigFile is option 209, PXELINUX's configuration file (RFC 5071).
-const optConfigFile = dhcpv4.GenericOptionCode(209)
 
 // isNetbootClient reports whether req comes from PXE or UEFI HTTP boot
 // firmware (RFC 4578 section 2): option 60 starting "PXEClient" or
@@ -118,7 +117,7 @@ func hasUserClass(req *dhcpv4.DHCPv4, class string) bool {
 //  3. user class "iPXE" (stock iPXE, e.g. a NIC ROM or our chainloaded
 //     binary) → the script URL, so there is no chainload loop;
 //  4. otherwise the iPXE binary over TFTP, by architecture; arm64 UEFI
-//     clients also get option 209, the URL of their GRUB config (Debian
+//     clients also get option 17, the URL of their GRUB config (Debian
 //     has no arm64 iPXE: the arm64 binary is GRUB, see --efi-arm64-binary).
 //
 // It returns false for clients that are not netbooting or whose

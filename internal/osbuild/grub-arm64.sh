@@ -4,10 +4,11 @@
 # CACHE_DIR; needs dpkg --add-architecture arm64) and this machine's
 # grub-mkimage (grub-common). Debian ships no arm64 iPXE, so arm64 UEFI PXE
 # clients get this instead: the firmware loads it over TFTP; its embedded
-# config reads provisiond's boot-config URL from DHCP option 209
-# (http://HOST:PORT/grub/MAC, which provisiond sends to arm64 UEFI clients)
-# and runs that config over HTTP: it loads the arm64 agent OS, or leaves to
-# the local disk. Same inputs give the same bytes (grub-mkimage embeds no
+# config reads provisiond's boot-config URL from DHCP option 17, the root
+# path (http://HOST:PORT/grub/MAC, which provisiond sends to arm64 UEFI
+# clients; EDK2 passes on only options it asked for, so not a private one)
+# and runs that config over HTTP: it loads the arm64 agent OS, or exits,
+# and so does GRUB, to the firmware's next boot option (the local disk). Same inputs give the same bytes (grub-mkimage embeds no
 # time).
 set -eu
 cache=${1:?usage: grub-arm64.sh CACHE_DIR OUT}
@@ -35,13 +36,12 @@ trap 'rm -f "$cfg"' EXIT
 # GRUB's embedded config runs in its rescue parser: plain commands only.
 cat >"$cfg" <<'CFG'
 echo provisiond: GRUB arm64 netboot on $net_default_mac
-net_get_dhcp_option pd_url $net_default_interface 209 string
+net_get_dhcp_option pd_url $net_default_interface 17 string
 regexp --set=1:pd_host --set=2:pd_path "^http://([^/]+)(/.*)" "$pd_url"
-echo provisiond: boot config http://$pd_host$pd_path
+echo provisiond: boot config $pd_url
 configfile (http,$pd_host)$pd_path
-echo provisiond: no boot config (DHCP option 209 "$pd_url"); rebooting in 10 s
-sleep 10
-reboot
+echo provisiond: back from the boot config; leaving GRUB for the next boot option
+exit
 CFG
 grub-mkimage -d "$tree/usr/lib/grub/arm64-efi" -O arm64-efi -o "$out.tmp" -p '(tftp)/grub' -c "$cfg" \
 	efinet net tftp http linux normal configfile echo regexp sleep reboot halt test gzio

@@ -293,12 +293,22 @@ func listen(given net.Listener, addr, what string) (net.Listener, error) {
 	if given != nil {
 		return given, nil
 	}
-	l, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{KeepAliveConfig: deadPeerKeepAlive, Control: deadPeerUserTimeout}
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s on %s: %w", what, addr, err)
 	}
 	return l, nil
 }
+
+// deadPeerKeepAlive reaps connections of machines that went away in 11 s
+// of silence instead of Go's default 150 s. GRUB (the arm64 loader) opens
+// its connections from the same source ports on every boot and answers
+// neither the challenge ACK of the connection its previous boot left
+// open nor keepalive probes: until that connection is reaped, the next
+// boot's config fetch hangs (TestE2EArm64 saw a reset machine wait two
+// minutes for it).
+var deadPeerKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3}
 
 // Store is the daemon's store (tests read and seed it).
 func (d *Daemon) Store() *store.Store { return d.st }

@@ -204,12 +204,15 @@ reboot
 	// provisiond's log, never to the caller.
 	// grubTmpl is the same boot for GRUB (the arm64 UEFI loader Debian
 	// has, see internal/osbuild/grub-arm64.sh): GRUB's http reads
-	// "(http,HOST:PORT)/path".
+	// "(http,HOST:PORT)/path". A failed initrd must not boot the kernel
+	// alone (it panics without a root and hangs).
 	grubTmpl = template.Must(template.New("grub").Parse(`# provisiond: agent OS for hardware {{.HardwareID}}, workflow {{.WorkflowID}}
 echo "provisiond: booting the agent OS on {{.MAC}}{{if .Hostname}} ({{.Hostname}}){{end}}"
-linux {{.KernelURL}} {{.Args}}
-initrd {{.InitrdURL}}
-boot
+if linux {{.KernelURL}} {{.Args}}; then
+  if initrd {{.InitrdURL}}; then
+    boot
+  fi
+fi
 echo "provisiond: could not boot the agent OS; rebooting in 10 s"
 sleep 10
 reboot

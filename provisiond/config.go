@@ -30,6 +30,7 @@ type config struct {
 	TFTPListen   string
 	PublicIP     string
 	IPXEDir      string
+	EFIARM64Bin  string
 	AgentOSDir   string
 	ImagesDir    string
 	TokenFile    string
@@ -94,7 +95,8 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.TFTPListen, "tftp-listen", ":69", "address of the TFTP server of the iPXE binaries (empty: off)")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "the address machines reach provisiond at (required for network boot)")
 	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (Debian's ipxe package)")
-	fs.StringVar(&c.AgentOSDir, "agent-os-dir", "", "directory holding the agent OS vmlinuz and initramfs (make agent-os)")
+	fs.StringVar(&c.EFIARM64Bin, "efi-arm64-binary", "snp-arm64.efi", "boot loader for arm64 UEFI PXE clients (DHCP option 93 = 11): a file name in --ipxe-dir, or a path with a '/' to a file anywhere, served over TFTP and /ipxe/bin/ under its base name; make agent-os builds GRUB's, build/agent-os/arm64/grubnetaa64.efi (Debian has no arm64 iPXE)")
+	fs.StringVar(&c.AgentOSDir, "agent-os-dir", "", "directory holding the agent OS (make agent-os): vmlinuz and initramfs (amd64), and arm64/vmlinuz and arm64/initramfs (arm64)")
 	fs.StringVar(&c.ImagesDir, "images-dir", "", "directory of OS images served under /images/")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the admin API bearer token, at least 32 bytes (head -c 32 /dev/urandom | base64 > FILE; mode 600, provisiond warns otherwise); required")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate of the gRPC API (enables TLS; needs --tls-key)")

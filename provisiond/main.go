@@ -218,7 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Token: token, TLS: tlsConf, RequireClientCert: c.TLSClientCA != "", AgentCA: agentCA, SecretsKey: secretsKey,
 		PublicIP: c.PublicIP, DHCPMode: dhcp.Mode(c.DHCPMode.val), DHCPInterface: c.DHCPIface, DHCPLeaseTime: c.DHCPLeaseTime,
 		DHCPDomain: c.DHCPDomain, IPv6RA: c.IPv6RA, TFTPListen: c.TFTPListen,
-		IPXEDir: c.IPXEDir, AgentOSDir: c.AgentOSDir, ImagesDir: c.ImagesDir, IPXEAnySource: !c.IPXESourceCheck,
+		IPXEDir: c.IPXEDir, EFIARM64Binary: c.EFIARM64Bin, AgentOSDir: c.AgentOSDir, ImagesDir: c.ImagesDir, IPXEAnySource: !c.IPXESourceCheck,
 		TrustedProxies: trusted, MetadataTokenOptional: !c.MetadataRequireToken,
 		BMC:       bmc.Options{Timeout: c.BMCTimeout, Workers: c.BMCWorkers, PollInterval: c.PowerPoll, IPMICipherSuite: c.IPMICipherSuite},
 		Workflow:  workflow.Options{BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout},

@@ -154,7 +154,7 @@ func (b *BMC) ChassisScript() string {
 		for _, a := range b.VM.Args(order) {
 			args = append(args, shellQuote(a))
 		}
-		return shellQuote(QEMUBinary) + " " + strings.Join(args, " ") + ` -daemonize -pidfile "$pidf" >>"$dir/qemu.out" 2>&1`
+		return shellQuote(b.VM.Binary()) + " " + strings.Join(args, " ") + ` -daemonize -pidfile "$pidf" >>"$dir/qemu.out" 2>&1`
 	}
 	dir := shellQuote(b.dir())
 	return `#!/bin/sh
@@ -187,10 +187,11 @@ poweron() {
 // the pristine variable store, so no boot order saved by an earlier disk
 // boot competes with the NIC's bootindex.
 func (b *BMC) uefiPXEOverride() string {
-	if b.VM.Firmware != UEFI {
+	tmpl := b.VM.varsTemplate()
+	if tmpl == "" {
 		return ""
 	}
-	return "\t[ \"$order\" = n ] && cp " + shellQuote(OVMFVars) + " " + shellQuote(b.VM.varsFile()) + "\n"
+	return "\t[ \"$order\" = n ] && cp " + shellQuote(tmpl) + " " + shellQuote(b.VM.varsFile()) + "\n"
 }
 
 // Start writes the configuration and starts ipmi_sim inside ns. The BMC

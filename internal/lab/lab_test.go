@@ -51,6 +51,14 @@ func TestVMArgs(t *testing.T) {
 			order:   "n",
 			notWant: []string{"name=opt/org.tianocore/IPv4PXESupport,string=n"},
 		},
+		"arm64 aavmf pxe": {
+			vm:    VM{Name: "e", Dir: "/v", Firmware: AAVMF, Disk: "/v/d.qcow2", Tap: "tap2", MAC: "52:54:00:00:00:05", MemoryMiB: 1024},
+			order: "n",
+			want: []string{"-machine", "virt,accel=tcg", "-cpu", ARM64CPU, "-m", "1024",
+				"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + AAVMFCode, "-drive", "if=pflash,format=raw,unit=1,file=/v/OVMF_VARS.fd",
+				"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:05,romfile=,bootindex=1", "-device", "virtio-blk-pci,drive=d0"},
+			notWant: []string{"-fw_cfg", "qemu64,+rdrand", "virtio-blk-pci,drive=d0,bootindex=1"},
+		},
 		"no nic": {
 			vm:    VM{Name: "c", Dir: "/z", MemoryMiB: 128},
 			order: "c",

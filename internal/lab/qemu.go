@@ -144,13 +144,13 @@ func (vm VM) Prepare() error {
 	if err := os.WriteFile(vm.serconFile(), []byte{0xf8, 0x03}, 0o644); err != nil {
 		return fmt.Errorf("vm %s: write sercon file: %w", vm.Name, err)
 	}
-	if vm.Firmware == UEFI {
+	if tmpl := vm.varsTemplate(); tmpl != "" {
 		if _, err := os.Stat(vm.varsFile()); err == nil {
 			return nil // keep the variables across power cycles, as a real board does
 		}
-		b, err := os.ReadFile(OVMFVars)
+		b, err := os.ReadFile(tmpl)
 		if err != nil {
-			return fmt.Errorf("vm %s: UEFI variables (apt-get install ovmf): %w", vm.Name, err)
+			return fmt.Errorf("vm %s: UEFI variables (apt-get install ovmf, or qemu-efi-aarch64 for arm64): %w", vm.Name, err)
 		}
 		if err := os.WriteFile(vm.varsFile(), b, 0o644); err != nil {
 			return fmt.Errorf("vm %s: %w", vm.Name, err)
@@ -163,6 +163,9 @@ func (vm VM) Prepare() error {
 // given boot order: "n" network, "c" disk. It does no I/O; call Prepare once
 // before starting QEMU.
 func (vm VM) Args(bootOrder string) []string {
+	if vm.Firmware == AAVMF {
+		return vm.argsARM64(bootOrder)
+	}
 	a := []string{
 		"-name", vm.Name,
 		"-machine", "pc,accel=tcg",
@@ -245,9 +248,9 @@ func (vm VM) Start(ctx context.Context, ns *NetNS, bootOrder string) (*Process, 
 	}
 	var cmd *exec.Cmd
 	if ns != nil {
-		cmd = ns.Command(ctx, QEMUBinary, vm.Args(bootOrder)...)
+		cmd = ns.Command(ctx, vm.Binary(), vm.Args(bootOrder)...)
 	} else {
-		cmd = exec.CommandContext(ctx, QEMUBinary, vm.Args(bootOrder)...)
+		cmd = exec.CommandContext(ctx, vm.Binary(), vm.Args(bootOrder)...)
 	}
 	out, err := os.Create(filepath.Join(vm.Dir, "qemu.out"))
 	if err != nil {

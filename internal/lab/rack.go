@@ -250,7 +250,8 @@ func (r *Rack) TerraformServers() map[string]any {
 			"mac":     s.MAC,
 			"address": s.Address,
 			"gateway": s.Gateway,
-			"uefi":    s.BMC.VM.Firmware == UEFI,
+			"uefi":    s.BMC.VM.Firmware == UEFI || s.BMC.VM.Firmware == AAVMF,
+			"arch":    s.BMC.VM.Arch(),
 			"disks":   []string{s.BMC.VM.GuestDisk()},
 			"bmc":     map[string]any{"address": "127.0.0.1", "port": s.BMC.Port, "username": s.BMC.User},
 		}

@@ -1,8 +1,10 @@
 package osbuild
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +34,10 @@ type AgentOSConfig struct {
 	// FirmwareDir is copied into lib/firmware (NIC and HBA firmware blobs,
 	// laid out as in linux-firmware); empty for none.
 	FirmwareDir string
+	// Arch, when set (a GOARCH: amd64, arm64), is the architecture the
+	// init, busybox and kernel modules must be built for: a mix-up fails
+	// the build instead of the boot.
+	Arch string
 }
 
 // LoadKernel reads the kernel named by cfg (deb or dir).
@@ -57,9 +64,21 @@ func BuildAgentOS(ctx context.Context, log *slog.Logger, cfg AgentOSConfig) erro
 	if err != nil {
 		return fmt.Errorf("read init: %w", err)
 	}
+	if err := checkArch(cfg.Arch, "init "+cfg.InitPath, init); err != nil {
+		return err
+	}
+	for _, m := range k.Modules {
+		if err := checkArch(cfg.Arch, "kernel module "+m.Path, m.Data); err != nil {
+			return err
+		}
+		break // one is enough: a package is built for one architecture
+	}
 	in := Initramfs{Init: init, Kernel: k, Modules: k.Selection(cfg.Modules), Compression: cfg.Compression}
 	if cfg.BusyboxPath != "" {
 		if in.Busybox, in.Applets, err = ReadBusybox(ctx, cfg.BusyboxPath); err != nil {
+			return err
+		}
+		if err := checkArch(cfg.Arch, "busybox "+cfg.BusyboxPath, in.Busybox); err != nil {
 			return err
 		}
 	}
@@ -86,23 +105,91 @@ func BuildAgentOS(ctx context.Context, log *slog.Logger, cfg AgentOSConfig) erro
 	return nil
 }
 
-// ReadBusybox reads a static busybox binary and asks it for its applets
-// (`busybox --list`), so it must run on the build machine's architecture.
+// ReadBusybox reads a static busybox binary and its applets. For a binary
+// of the build machine's architecture it asks `busybox --list`; for another
+// (an arm64 agent OS built on amd64) it reads busybox's own applet name
+// table from the binary, which is what --list prints.
 func ReadBusybox(ctx context.Context, p string) ([]byte, []string, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read busybox: %w", err)
 	}
-	out, err := exec.CommandContext(ctx, p, "--list").Output()
-	if err != nil {
-		return nil, nil, fmt.Errorf("busybox --list (%s must be a busybox for this machine's architecture): %w", p, err)
+	var applets []string
+	if foreign, err := foreignELF(b); err != nil {
+		return nil, nil, fmt.Errorf("busybox %s: %w", p, err)
+	} else if foreign {
+		if applets, err = busyboxAppletTable(b); err != nil {
+			return nil, nil, fmt.Errorf("busybox %s: %w", p, err)
+		}
+	} else {
+		out, err := exec.CommandContext(ctx, p, "--list").Output()
+		if err != nil {
+			return nil, nil, fmt.Errorf("busybox --list (%s): %w", p, err)
+		}
+		applets = strings.Fields(string(out))
 	}
-	applets := strings.Fields(string(out))
 	if !slices.Contains(applets, "sh") {
 		return nil, nil, fmt.Errorf("busybox %s has no sh applet", p)
 	}
 	sort.Strings(applets)
 	return b, applets, nil
+}
+
+// elfMachines maps GOARCH to the ELF machine of its executables.
+var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "386": elf.EM_386, "riscv64": elf.EM_RISCV}
+
+// checkArch fails when arch is set and the ELF file b (what) is built for
+// another machine.
+func checkArch(arch, what string, b []byte) error {
+	if arch == "" {
+		return nil
+	}
+	want, ok := elfMachines[arch]
+	if !ok {
+		return fmt.Errorf("unknown architecture %q", arch)
+	}
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("%s: not an ELF file: %w", what, err)
+	}
+	if f.Machine != want {
+		return fmt.Errorf("%s is built for %s, not %s", what, f.Machine, arch)
+	}
+	return nil
+}
+
+// foreignELF reports whether the ELF executable b is for another machine
+// than the one this runs on.
+func foreignELF(b []byte) (bool, error) {
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return false, fmt.Errorf("not an ELF executable: %w", err)
+	}
+	m, ok := elfMachines[runtime.GOARCH]
+	return !ok || f.Machine != m, nil
+}
+
+// busyboxAppletTable reads busybox's applet_names: the NUL-separated,
+// sorted names starting "[", "[[", ending at an empty name.
+func busyboxAppletTable(b []byte) ([]string, error) {
+	i := bytes.Index(b, []byte("\x00[\x00[[\x00"))
+	if i < 0 {
+		return nil, errors.New("no applet name table found (not a busybox?)")
+	}
+	end := bytes.Index(b[i+1:], []byte{0, 0})
+	if end < 0 {
+		return nil, errors.New("applet name table has no end")
+	}
+	names := strings.Split(string(b[i+1:i+1+end]), "\x00")
+	for j, n := range names {
+		if n == "" || strings.ContainsFunc(n, func(r rune) bool { return r <= ' ' || r > '~' || r == '/' }) {
+			return nil, fmt.Errorf("applet name table entry %d (%q) is not a name", j, n)
+		}
+		if j > 0 && names[j-1] >= n {
+			return nil, fmt.Errorf("applet name table is not sorted at %q", n)
+		}
+	}
+	return names, nil
 }
 
 // ReadTree reads every regular file below dir: relative slash path →

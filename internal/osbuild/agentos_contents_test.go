@@ -21,7 +21,7 @@ func busyboxBin(t *testing.T) string {
 	if p := os.Getenv("BUSYBOX"); p != "" {
 		return p
 	}
-	m, _ := filepath.Glob("../../build/cache/busybox-static_*.busybox")
+	m, _ := filepath.Glob("../../build/cache/busybox-static_*_amd64.busybox")
 	if len(m) == 0 {
 		t.Skip("no busybox: run `make agent-os` (downloads busybox-static into build/cache) or set BUSYBOX")
 	}

@@ -64,6 +64,23 @@ var DefaultModules = []string{
 	"xhci_pci", "ehci_pci", "usb_storage", "uas", "usbhid", "hid_generic",
 }
 
+// amd64OnlyModules are the DefaultModules entries Debian builds for amd64
+// only (Intel VMD and isci, the SSE4.2 crc32c, Areca's arcmsr).
+var amd64OnlyModules = []string{"vmd", "isci", "crc32c_intel", "arcmsr"}
+
+// DefaultModulesFor is DefaultModules for the agent OS of a GOARCH: amd64
+// gets DefaultModules, arm64 the same less what exists only on amd64
+// (arm64's crc32c is built in).
+func DefaultModulesFor(arch string) ([]string, error) {
+	switch arch {
+	case "amd64":
+		return DefaultModules, nil
+	case "arm64":
+		return slices.DeleteFunc(slices.Clone(DefaultModules), func(m string) bool { return slices.Contains(amd64OnlyModules, m) }), nil
+	}
+	return nil, fmt.Errorf("no default module list for architecture %q (want amd64 or arm64)", arch)
+}
+
 // Module is one kernel module read from a kernel package or tree.
 type Module struct {
 	Name    string   // canonical name, '-' replaced by '_'

@@ -72,7 +72,7 @@ func kernelDeb(t *testing.T) string {
 	if p := os.Getenv("KERNEL_DEB"); p != "" {
 		return p
 	}
-	matches, _ := filepath.Glob("../../build/cache/linux-image-*.deb")
+	matches, _ := filepath.Glob("../../build/cache/linux-image-*_amd64.deb")
 	if len(matches) == 0 {
 		t.Skip("no kernel package: run `make agent-os` (downloads it into build/cache) or set KERNEL_DEB")
 	}

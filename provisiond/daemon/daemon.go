@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,10 @@ type Config struct {
 	TFTPListen string
 	// IPXEDir, AgentOSDir and ImagesDir are the served directories.
 	IPXEDir, AgentOSDir, ImagesDir string
+	// EFIARM64Binary is the boot loader of arm64 UEFI PXE clients: a name
+	// in IPXEDir, or a path (with a '/') served under its base name
+	// (empty: snp-arm64.efi).
+	EFIARM64Binary string
 	// IPXEAnySource mints agent tokens for any caller (labs only).
 	IPXEAnySource bool
 
@@ -251,10 +256,11 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 
 	mux := http.NewServeMux()
 	metadata.New(d.st, log, reg, metadata.Options{TrustedProxies: cfg.TrustedProxies, TokenOptional: cfg.MetadataTokenOptional}).Register(mux)
+	arm64Name, extra := ARM64Binary(cfg.EFIARM64Binary)
 	ipxe.New(d.st, Tokens{d.eng}, log, reg, ipxe.Options{
 		GRPCAddr: grpcAddr, HTTPBase: publicURL, TLS: cfg.TLS != nil, CABundle: cfg.AgentCA,
 		AgentOSDir: cfg.AgentOSDir, Kernel: "vmlinuz", Initrd: "initramfs",
-		ImagesDir: cfg.ImagesDir, IPXEDir: cfg.IPXEDir, AnySource: cfg.IPXEAnySource,
+		ImagesDir: cfg.ImagesDir, IPXEDir: cfg.IPXEDir, AnySource: cfg.IPXEAnySource, Binaries: extra,
 	}).Register(mux)
 	mux.Handle("GET /healthz", Healthz(d.st))
 	// With a metrics listener, /metrics leaves the port machines reach.
@@ -272,6 +278,7 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 		d.dhcp = dhcp.New(d.st, log, reg, dhcp.Options{
 			Mode: cfg.DHCPMode, Interface: cfg.DHCPInterface, ServerIP: serverIP, HTTPBase: publicURL,
 			LeaseTime: cfg.DHCPLeaseTime, Domain: cfg.DHCPDomain, UserClass: "baremetal",
+			Binaries: dhcp.Binaries{EFIARM64: arm64Name},
 		})
 		switch {
 		case !cfg.IPv6RA:
@@ -282,7 +289,7 @@ func New(cfg Config, opts ...Option) (d *Daemon, err error) {
 		}
 	}
 	if cfg.TFTPListen != "" {
-		d.tftp = tftp.New(log, reg, tftp.Options{Root: cfg.IPXEDir, Listen: cfg.TFTPListen})
+		d.tftp = tftp.New(log, reg, tftp.Options{Root: cfg.IPXEDir, Listen: cfg.TFTPListen, Files: extra})
 	}
 	return d, nil
 }
@@ -291,12 +298,22 @@ func listen(given net.Listener, addr, what string) (net.Listener, error) {
 	if given != nil {
 		return given, nil
 	}
-	l, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{KeepAliveConfig: deadPeerKeepAlive, Control: deadPeerUserTimeout}
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s on %s: %w", what, addr, err)
 	}
 	return l, nil
 }
+
+// deadPeerKeepAlive reaps connections of machines that went away in 11 s
+// of silence instead of Go's default 150 s. GRUB (the arm64 loader) opens
+// its connections from the same source ports on every boot and answers
+// neither the challenge ACK of the connection its previous boot left
+// open nor keepalive probes: until that connection is reaped, the next
+// boot's config fetch hangs (TestE2EArm64 saw a reset machine wait two
+// minutes for it).
+var deadPeerKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3}
 
 // Store is the daemon's store (tests read and seed it).
 func (d *Daemon) Store() *store.Store { return d.st }
@@ -414,6 +431,17 @@ func (d *Daemon) Serve(ctx context.Context) (err error) {
 		log.Info("provisiond stopped")
 	}
 	return err
+}
+
+// ARM64Binary reads --efi-arm64-binary: the name DHCP hands arm64 UEFI
+// clients and, for a path (with a '/'), the extra file TFTP and
+// /ipxe/bin/ serve under that name.
+func ARM64Binary(v string) (string, map[string]string) {
+	if !strings.Contains(v, "/") {
+		return v, nil
+	}
+	name := filepath.Base(v)
+	return name, map[string]string{name: v}
 }
 
 // Tokens adapts the engine's token errors to the ipxe package's.

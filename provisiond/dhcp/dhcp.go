@@ -57,7 +57,7 @@ func ParseMode(s string) (Mode, error) {
 type Binaries struct {
 	BIOS     string // default undionly.kpxe
 	EFIx8664 string // default snponly.efi (some NICs need it rather than ipxe.efi: smee#79)
-	EFIARM64 string // default snp-arm64.efi; Debian's ipxe package has none
+	EFIARM64 string // default snp-arm64.efi; Debian's ipxe package has none: provisiond --efi-arm64-binary names GRUB's
 }
 
 // Options configure a Server.

@@ -112,6 +112,7 @@ type summary struct {
 	Opt60     string
 	Opt175    []byte
 	Opt43     []byte
+	Opt17     string // root path: the arm64 GRUB loader's config URL
 	Mask      string
 	Router    string
 	DNS       string
@@ -130,8 +131,8 @@ func summarize(r *dhcpv4.DHCPv4, dst *net.UDPAddr) *summary {
 	s := &summary{
 		Type: r.MessageType().String(), YIAddr: r.YourIPAddr.String(), CIAddr: r.ClientIPAddr.String(), SIAddr: r.ServerIPAddr.String(),
 		File: r.BootFileName, Opt60: r.ClassIdentifier(), Opt175: r.Options.Get(dhcpv4.GenericOptionCode(175)),
-		Opt43: r.Options.Get(dhcpv4.OptionVendorSpecificInformation),
-		Host:  r.HostName(), Domain: r.DomainName(), LeaseTime: r.IPAddressLeaseTime(0), Broadcast: r.IsBroadcast(),
+		Opt43: r.Options.Get(dhcpv4.OptionVendorSpecificInformation), Opt17: string(r.Options.Get(dhcpv4.OptionRootPath)),
+		Host: r.HostName(), Domain: r.DomainName(), LeaseTime: r.IPAddressLeaseTime(0), Broadcast: r.IsBroadcast(),
 	}
 	if m := r.SubnetMask(); m != nil {
 		s.Mask = net.IP(m).String()
@@ -180,10 +181,18 @@ func TestReservation(t *testing.T) {
 				s.File, s.Opt60, s.Opt175, s.Opt43 = "snponly.efi", "PXEClient", []byte{176, 1, 1}, []byte{6, 1, 8, 255}
 			}),
 		},
-		"discover, arm64 UEFI PXE → arm64 binary": {
+		"discover, arm64 UEFI PXE → arm64 binary and its GRUB config URL": {
 			req: discover(t, macPXE, pxe(iana.EFI_ARM64, "PXEClient:Arch:00011:UNDI:003016", "")...),
 			want: with(func(s *summary) {
 				s.File, s.Opt60, s.Opt175, s.Opt43 = "snp-arm64.efi", "PXEClient", []byte{176, 1, 1}, []byte{6, 1, 8, 255}
+				s.Opt17 = "http://10.99.0.1:8080/grub/52:54:00:00:00:01"
+			}),
+		},
+		"discover, arm64 UEFI PXE, option 93 = 0x0b as AAVMF sends it": {
+			req: discover(t, macPXE, pxe(iana.Arch(0x0b), "PXEClient:Arch:00011:UNDI:003000", "")...),
+			want: with(func(s *summary) {
+				s.File, s.Opt60, s.Opt175, s.Opt43 = "snp-arm64.efi", "PXEClient", []byte{176, 1, 1}, []byte{6, 1, 8, 255}
+				s.Opt17 = "http://10.99.0.1:8080/grub/52:54:00:00:00:01"
 			}),
 		},
 		"discover, UEFI HTTP boot → HTTP URL of the binary, option 60 echoed": {

@@ -39,6 +39,12 @@ type bootInfo struct {
 	file        string // the 'file' header field and option 67
 	vendorClass string // option 60 echoed: "PXEClient" or "HTTPClient"
 	ipxe        bool   // the client runs iPXE already
+	// configURL, for arm64 UEFI PXE clients, is the boot loader's config
+	// URL (HTTPBase/grub/MAC), sent as option 17 (root path): the GRUB
+	// loader of internal/osbuild/grub-arm64.sh reads it. Not option 209
+	// (PXELINUX's config file): EDK2's PXE (AAVMF) hands its boot file
+	// only the options it asked for in option 55, and 17 is one of them.
+	configURL string
 }
 
 // vendor options, PXE specification 2.1 table 2-1 and iPXE's option 175.
@@ -60,6 +66,9 @@ func (b bootInfo) apply(r *dhcpv4.DHCPv4, server netip.Addr) {
 	if b.vendorClass == "PXEClient" && !b.ipxe {
 		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions))
 		r.UpdateOption(dhcpv4.OptTFTPServerName(server.String()))
+	}
+	if b.configURL != "" {
+		r.UpdateOption(dhcpv4.OptRootPath(b.configURL))
 	}
 }
 
@@ -107,7 +116,9 @@ func hasUserClass(req *dhcpv4.DHCPv4, class string) bool {
 //  2. option 60 "HTTPClient" (UEFI HTTP boot) → HTTP URL of the iPXE binary;
 //  3. user class "iPXE" (stock iPXE, e.g. a NIC ROM or our chainloaded
 //     binary) → the script URL, so there is no chainload loop;
-//  4. otherwise the iPXE binary over TFTP, by architecture.
+//  4. otherwise the iPXE binary over TFTP, by architecture; arm64 UEFI
+//     clients also get option 17, the URL of their GRUB config (Debian
+//     has no arm64 iPXE: the arm64 binary is GRUB, see --efi-arm64-binary).
 //
 // It returns false for clients that are not netbooting or whose
 // architecture has no binary.
@@ -145,5 +156,9 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4) (bootInfo, bool) {
 	if bin == "" {
 		return bootInfo{}, false
 	}
-	return bootInfo{file: bin, vendorClass: vc}, true
+	b := bootInfo{file: bin, vendorClass: vc}
+	if archFamily(req.ClientArch()[0]) == famEFIARM64 {
+		b.configURL = strings.TrimRight(s.opts.HTTPBase, "/") + "/grub/" + url.PathEscape(req.ClientHWAddr.String())
+	}
+	return b, true
 }

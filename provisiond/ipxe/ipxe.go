@@ -1,6 +1,8 @@
 // Package ipxe serves network boot over HTTP: the per-machine iPXE script
-// (/ipxe/{mac}), the iPXE binaries for UEFI HTTP boot (/ipxe/bin/{file}),
-// the agent OS kernel and initramfs (/boot/) and OS images (/images/).
+// (/ipxe/{mac}) and its GRUB twin for arm64 UEFI machines (/grub/{mac}),
+// the iPXE binaries for UEFI HTTP boot (/ipxe/bin/{file}), the agent OS
+// kernel and initramfs (/boot/, the arm64 one under /boot/arm64/) and OS
+// images (/images/).
 //
 // The script boots the agent OS only while the hardware allows PXE, a
 // workflow runs for it and the request comes from the machine's own
@@ -77,6 +79,13 @@ type Options struct {
 	IPXEDir string
 	// Console is the console= argument; default "ttyS0,115200".
 	Console string
+	// ConsoleARM64 is the console= argument of the arm64 agent OS; default
+	// "ttyAMA0,115200" (the PL011 UART of QEMU's virt board and of most
+	// arm64 servers).
+	ConsoleARM64 string
+	// Binaries maps extra names under /ipxe/bin/ to files outside IPXEDir
+	// (the arm64 GRUB loader, --efi-arm64-binary).
+	Binaries map[string]string
 	// AnySource turns off the source check (--ipxe-source-check=false):
 	// tokens are then minted for a request from any address. Without it,
 	// /ipxe/{mac} mints only for a request from that MAC's DHCP lease or
@@ -112,6 +121,9 @@ func New(st *store.Store, tokens Tokens, log *slog.Logger, reg prometheus.Regist
 	if opts.Console == "" {
 		opts.Console = "ttyS0,115200"
 	}
+	if opts.ConsoleARM64 == "" {
+		opts.ConsoleARM64 = "ttyAMA0,115200"
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -134,10 +146,11 @@ func New(st *store.Store, tokens Tokens, log *slog.Logger, reg prometheus.Regist
 
 // Register mounts the handler's paths on mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /ipxe/{mac}", h.script)
-	mux.Handle("GET /ipxe/bin/{path...}", h.files("ipxe_bin", func() string { return h.opts.IPXEDir }))
-	mux.Handle("GET /boot/{path...}", h.files("boot", func() string { return h.opts.AgentOSDir }))
-	mux.Handle("GET /images/{path...}", h.files("images", func() string { return h.opts.ImagesDir }))
+	mux.HandleFunc("GET /ipxe/{mac}", h.script(flavorIPXE))
+	mux.HandleFunc("GET /grub/{mac}", h.script(flavorGRUB))
+	mux.Handle("GET /ipxe/bin/{path...}", h.files("ipxe_bin", func() string { return h.opts.IPXEDir }, h.opts.Binaries))
+	mux.Handle("GET /boot/{path...}", h.files("boot", func() string { return h.opts.AgentOSDir }, nil))
+	mux.Handle("GET /images/{path...}", h.files("images", func() string { return h.opts.ImagesDir }, nil))
 }
 
 // ParseMAC reads the {mac} path element: colon or hyphen separated
@@ -189,6 +202,29 @@ reboot
 	// The script is the same whatever the reason (unknown MAC, netboot
 	// off, no workflow, wrong source, live agent): the reason goes to
 	// provisiond's log, never to the caller.
+	// grubTmpl is the same boot for GRUB (the arm64 UEFI loader Debian
+	// has, see internal/osbuild/grub-arm64.sh): GRUB's http reads
+	// "(http,HOST:PORT)/path". A failed initrd must not boot the kernel
+	// alone (it panics without a root and hangs).
+	grubTmpl = template.Must(template.New("grub").Parse(`# provisiond: agent OS for hardware {{.HardwareID}}, workflow {{.WorkflowID}}
+echo "provisiond: booting the agent OS on {{.MAC}}{{if .Hostname}} ({{.Hostname}}){{end}}"
+if linux {{.KernelURL}} {{.Args}}; then
+  if initrd {{.InitrdURL}}; then
+    boot
+  fi
+fi
+echo "provisiond: could not boot the agent OS; rebooting in 10 s"
+sleep 10
+reboot
+`))
+
+	// localGRUB leaves GRUB for the firmware's next boot option (the
+	// disk), as "exit 1" does in iPXE.
+	localGRUB = []byte(`# provisiond: nothing to install here now: boot the local disk.
+echo "provisiond: nothing to install here now; booting the local disk"
+exit
+`)
+
 	localScript = []byte(`#!ipxe
 # provisiond: nothing to install here now: boot the local disk.
 echo provisiond: nothing to install here now; booting the local disk
@@ -199,8 +235,23 @@ exit 1
 `)
 )
 
+// flavor is the boot loader a script is for.
+type flavor int
+
+const (
+	flavorIPXE flavor = iota // iPXE, /ipxe/{mac}
+	flavorGRUB               // GRUB arm64 UEFI, /grub/{mac}
+)
+
+// arm64 reports whether the agent OS to boot is the arm64 one: GRUB's
+// config is asked for by the arm64 loader only; iPXE follows the
+// hardware's arch.
+func (f flavor) arm64(hw store.Hardware) bool {
+	return f == flavorGRUB || hw.Arch == "aarch64"
+}
+
 // cmdline builds the kernel command line of the shared contract.
-func (h *Handler) cmdline(hwID, wfID, token string) (string, error) {
+func (h *Handler) cmdline(hwID, wfID, token, console string) (string, error) {
 	tls := "0"
 	if h.opts.TLS {
 		tls = "1"
@@ -224,11 +275,15 @@ func (h *Handler) cmdline(hwID, wfID, token string) (string, error) {
 			return "", fmt.Errorf("kernel argument %s has characters unsafe on a command line", name)
 		}
 	}
-	args = append(args, "console="+h.opts.Console)
+	args = append(args, "console="+console)
 	return strings.Join(args, " "), nil
 }
 
-func (h *Handler) script(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) script(fl flavor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { h.serveScript(fl, w, r) }
+}
+
+func (h *Handler) serveScript(fl flavor, w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	mac, err := ParseMAC(r.PathValue("mac"))
@@ -238,7 +293,7 @@ func (h *Handler) script(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := h.log.With("mac", mac, "remote", r.RemoteAddr)
-	body, kind, err := h.render(r.Context(), log, mac, r.RemoteAddr)
+	body, kind, err := h.render(r.Context(), log, fl, mac, r.RemoteAddr)
 	if err != nil {
 		h.scripts.WithLabelValues("error").Inc()
 		log.Error("render iPXE script", "err", err)
@@ -252,10 +307,15 @@ func (h *Handler) script(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// render returns the script for mac and its kind ("agent" or "local_disk").
-func (h *Handler) render(ctx context.Context, log *slog.Logger, mac, remoteAddr string) ([]byte, string, error) {
+// render returns the script (or GRUB config) for mac and its kind ("agent"
+// or "local_disk").
+func (h *Handler) render(ctx context.Context, log *slog.Logger, fl flavor, mac, remoteAddr string) ([]byte, string, error) {
 	local := func(reason, why string, level slog.Level) ([]byte, string, error) {
 		h.refused.WithLabelValues(reason).Inc()
+		if fl == flavorGRUB {
+			log.Log(ctx, level, "GRUB config: boot the local disk", "reason", why)
+			return localGRUB, "local_disk", nil
+		}
 		log.Log(ctx, level, "iPXE script: boot the local disk", "reason", why)
 		return localScript, "local_disk", nil
 	}
@@ -290,24 +350,40 @@ func (h *Handler) render(ctx context.Context, log *slog.Logger, mac, remoteAddr 
 	case err != nil:
 		return nil, "", fmt.Errorf("mint agent token for hardware %s: %w", hw.ID, err)
 	}
-	args, err := h.cmdline(hw.ID, wfID, token)
+	arm64 := fl.arm64(hw)
+	console, bootDir := h.opts.Console, "/boot/"
+	if arm64 {
+		console, bootDir = h.opts.ConsoleARM64, "/boot/arm64/"
+		if hw.Arch != "aarch64" {
+			log.Warn("GRUB arm64 asks for the agent OS of hardware whose arch is not aarch64: booting the arm64 one", "arch", hw.Arch)
+		}
+	}
+	args, err := h.cmdline(hw.ID, wfID, token, console)
 	if err != nil {
 		return nil, "", err
 	}
 	hostname := hw.Hostname
 	if !safeArg.MatchString(hostname) {
-		hostname = "" // shown by echo only; never let "${...}" reach iPXE
+		hostname = "" // shown by echo only; never let "${...}" reach iPXE or GRUB
+	}
+	base, tmpl, what := h.opts.HTTPBase, agentTmpl, "iPXE script"
+	if fl == flavorGRUB {
+		host, ok := strings.CutPrefix(base, "http://")
+		if !ok || strings.Contains(host, "/") {
+			return nil, "", fmt.Errorf("GRUB fetches over plain http://HOST:PORT only, and the HTTP base is %q", base)
+		}
+		base, tmpl, what = "(http,"+host+")", grubTmpl, "GRUB config"
 	}
 	var b bytes.Buffer
-	err = agentTmpl.Execute(&b, agentScript{
+	err = tmpl.Execute(&b, agentScript{
 		MAC: mac, HardwareID: hw.ID, Hostname: hostname, WorkflowID: wfID,
-		KernelURL: h.opts.HTTPBase + "/boot/" + h.opts.Kernel, InitrdURL: h.opts.HTTPBase + "/boot/" + h.opts.Initrd,
+		KernelURL: base + bootDir + h.opts.Kernel, InitrdURL: base + bootDir + h.opts.Initrd,
 		InitrdName: "initrd", Args: args,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("render agent script: %w", err)
 	}
-	log.Info("iPXE script: boot the agent OS", "workflow", wfID) // never the token
+	log.Info(what+": boot the agent OS", "workflow", wfID, "arm64", arm64) // never the token
 	return b.Bytes(), "agent", nil
 }
 

@@ -68,6 +68,7 @@ func testStore(t testing.TB) *store.Store {
 			{ID: "hw-noip", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:04"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
 			{ID: "hw-lease", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:05"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
 			{ID: "hw-expired", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:06"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
+			{ID: "hw-arm", Arch: "aarch64", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:07", IP: "192.0.2.13/24"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
 		} {
 			if err := tx.CreateHardware(h); err != nil {
 				return err
@@ -103,7 +104,7 @@ func golden(t *testing.T, name string, got []byte) {
 
 func TestScript(t *testing.T) {
 	const token = "tok_0123456789abcdef"
-	all := map[string]string{"hw-1": "wf-1", "hw-noip": "wf-4", "hw-lease": "wf-5", "hw-expired": "wf-6"}
+	all := map[string]string{"hw-1": "wf-1", "hw-noip": "wf-4", "hw-lease": "wf-5", "hw-expired": "wf-6", "hw-arm": "wf-7"}
 	tests := map[string]struct {
 		path    string
 		remote  string // default: hw-1's configured address
@@ -143,10 +144,18 @@ func TestScript(t *testing.T) {
 			opts: func(o *Options) { o.AnySource = true }},
 		"live agent: no second token": {path: "/ipxe/52:54:00:00:00:01", live: true, status: 200, golden: "local.ipxe", minted: 1,
 			refused: "agent_live", inLog: "agent is alive"},
-		"bad MAC":                        {path: "/ipxe/zz:54:00:00:00:01", status: 400, inBody: "MAC"},
-		"short MAC":                      {path: "/ipxe/5254", status: 400, inBody: "MAC"},
-		"unsafe token is not served":     {path: "/ipxe/52:54:00:00:00:01", token: "a b\nkernel evil", status: 500, minted: 1, inBody: "cannot render"},
-		"workflow id unsafe is refused":  {path: "/ipxe/52:54:00:00:00:01", status: 500, minted: 1, running: map[string]string{"hw-1": "wf 1"}},
+		"bad MAC":                       {path: "/ipxe/zz:54:00:00:00:01", status: 400, inBody: "MAC"},
+		"short MAC":                     {path: "/ipxe/5254", status: 400, inBody: "MAC"},
+		"unsafe token is not served":    {path: "/ipxe/52:54:00:00:00:01", token: "a b\nkernel evil", status: 500, minted: 1, inBody: "cannot render"},
+		"workflow id unsafe is refused": {path: "/ipxe/52:54:00:00:00:01", status: 500, minted: 1, running: map[string]string{"hw-1": "wf 1"}},
+		"aarch64 hardware, iPXE: the arm64 agent OS": {path: "/ipxe/52:54:00:00:00:07", remote: "192.0.2.13:4000", status: 200, golden: "agent-arm64.ipxe", minted: 1},
+		"GRUB: the arm64 agent OS over GRUB's http":  {path: "/grub/52:54:00:00:00:07", remote: "192.0.2.13:4000", status: 200, golden: "agent-arm64.grub", minted: 1},
+		"GRUB for x86_64 hardware: arm64 all the same, warned": {path: "/grub/52:54:00:00:00:01", status: 200, minted: 1,
+			inBody: "linux (http,10.99.0.1:8080)/boot/arm64/vmlinuz", inLog: "arch is not aarch64"},
+		"GRUB, no workflow: local disk": {path: "/grub/52:54:00:00:00:02", remote: "192.0.2.11:4000", status: 200, golden: "local.grub", minted: 1, refused: "no_workflow"},
+		"GRUB, unknown MAC: local disk": {path: "/grub/52:54:00:00:00:99", status: 200, golden: "local.grub", refused: "unknown_mac"},
+		"GRUB behind an https base: error, no script": {path: "/grub/52:54:00:00:00:07", remote: "192.0.2.13:4000", status: 500, minted: 1, inBody: "cannot render",
+			opts: func(o *Options) { o.HTTPBase = "https://boot.example" }},
 		"agent, second hardware running": {path: "/ipxe/52:54:00:00:00:02", remote: "192.0.2.11:4000", status: 200, golden: "agent-hw2.ipxe", minted: 1, running: map[string]string{"hw-2": "wf-2"}},
 	}
 	for name, tc := range tests {

@@ -30,6 +30,9 @@ const DefaultRoot = "/usr/lib/ipxe"
 type Options struct {
 	// Root is the directory served; default DefaultRoot.
 	Root string
+	// Files maps extra names to files outside Root (the arm64 GRUB loader,
+	// provisiond --efi-arm64-binary); they are served before Root.
+	Files map[string]string
 	// Listen is the UDP address; default ":69".
 	Listen string
 	// MaxBlockSize caps the negotiated blksize; 0 means the library's
@@ -148,7 +151,12 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 		log.Warn("TFTP read refused", "err", err)
 		return err
 	}
-	f, err := root.Open(rel)
+	var f *os.File
+	if p, ok := s.opts.Files[rel]; ok {
+		f, err = os.Open(p)
+	} else {
+		f, err = root.Open(rel)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			s.transfers.WithLabelValues("not_found").Inc()

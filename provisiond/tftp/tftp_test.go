@@ -177,6 +177,27 @@ func TestReadsAndRefusals(t *testing.T) {
 	}
 }
 
+// TestExtraFiles serves a file outside the root under its name (the arm64
+// GRUB loader), while the root and its refusals stay as they are.
+func TestExtraFiles(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "grubnetaa64.efi")
+	if err := os.WriteFile(outside, []byte("grub arm64"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, testRoot(t), Options{Files: map[string]string{"grubnetaa64.efi": outside, "gone.efi": outside + ".missing"}})
+	for name, want := range map[string]string{"grubnetaa64.efi": "grub arm64", "sub/file.bin": "inside"} {
+		got, _, err := fetch(addr, name, 0)
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v; want %q", name, got, err, want)
+		}
+	}
+	for name, part := range map[string]string{"gone.efi": "not found", "../grubnetaa64.efi": "refused"} {
+		if _, _, err := fetch(addr, name, 0); err == nil || !strings.Contains(err.Error(), part) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, part)
+		}
+	}
+}
+
 func TestWriteRefused(t *testing.T) {
 	root := testRoot(t)
 	addr := serve(t, root, Options{})

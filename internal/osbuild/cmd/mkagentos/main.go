@@ -4,6 +4,7 @@
 //
 //	mkagentos -kernel-deb build/cache/linux-image-6.1.0-56-amd64_*.deb -init build/agent -out build/agent-os
 //	mkagentos -kernel-dir /path/to/kernel-tree -init build/agent -out build/agent-os
+//	mkagentos -arch arm64 -kernel-deb build/cache/linux-image-6.1.0-57-arm64_*.deb -init build/agent-arm64 -out build/agent-os/arm64
 //
 // Same inputs give the same output bytes.
 package main
@@ -36,7 +37,8 @@ func run(ctx context.Context, args []string) error {
 	dir := fs.String("kernel-dir", "", "installed-kernel tree (boot/vmlinuz-V, lib/modules/V/...) instead of -kernel-deb")
 	initPath := fs.String("init", "", "static executable to install as /init (the agent)")
 	out := fs.String("out", "build/agent-os", "output directory")
-	modules := fs.String("modules", strings.Join(osbuild.DefaultModules, ","), "comma-separated modules to ship: names, or paths under lib/modules/VERSION ending in / for every module below (dependencies are added)")
+	arch := fs.String("arch", "amd64", "architecture (GOARCH) of the kernel, init and busybox: amd64 or arm64; picks the default -modules and is checked against the ELF files")
+	modules := fs.String("modules", "", "comma-separated modules to ship: names, or paths under lib/modules/VERSION ending in / for every module below (dependencies are added); default the architecture's list (osbuild.DefaultModulesFor)")
 	extra := fs.String("extra-modules", "", "more comma-separated modules or paths, added to -modules")
 	compression := fs.String("compress", "zstd", "initramfs compression: zstd, gzip or none")
 	busybox := fs.String("busybox", "", "static busybox binary (Debian busybox-static's bin/busybox) to install with its applet links; empty for no shell")
@@ -47,7 +49,14 @@ func run(ctx context.Context, args []string) error {
 	if (*deb == "") == (*dir == "") || *initPath == "" {
 		return errors.New("need -init and exactly one of -kernel-deb or -kernel-dir")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "mkagentos")
+	if *modules == "" {
+		def, err := osbuild.DefaultModulesFor(*arch)
+		if err != nil {
+			return err
+		}
+		*modules = strings.Join(def, ",")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "mkagentos", "arch", *arch)
 	return osbuild.BuildAgentOS(ctx, log, osbuild.AgentOSConfig{
 		KernelDeb:   *deb,
 		KernelDir:   *dir,
@@ -57,6 +66,7 @@ func run(ctx context.Context, args []string) error {
 		Compression: osbuild.Compression(*compression),
 		BusyboxPath: *busybox,
 		FirmwareDir: *firmware,
+		Arch:        *arch,
 	})
 }
 

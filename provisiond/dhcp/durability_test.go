@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -256,7 +257,7 @@ func newRelayProbe(t *testing.T, ns string, relay net.IP, mac string) *relayProb
 		t.Fatal(err)
 	}
 	p := &relayProbe{relay: relay, mac: hw}
-	in(t, ns, func() {
+	netns.In(t, ns, func() {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: relay, Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatalf("probe socket: %v", err)

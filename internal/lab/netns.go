@@ -124,7 +124,9 @@ func (n *NetNS) Run(ctx context.Context, name string, args ...string) error {
 // the BMCs and VMs first.
 func (n *NetNS) Close() error { return n.kit().Close() }
 
-func run(ctx context.Context, name string, args ...string) error { return netns.Run(ctx, name, args...) }
+func run(ctx context.Context, name string, args ...string) error {
+	return netns.Run(ctx, name, args...)
+}
 
 func runCmd(cmd *exec.Cmd) error { return netns.RunCmd(cmd) }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc"
@@ -21,14 +22,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
-
-type wfNoPower struct{}
-
-func (wfNoPower) PowerState(context.Context, store.Hardware) (string, error) { return "off", nil }
-func (wfNoPower) SetPower(context.Context, store.Hardware, string) error     { return nil }
-func (wfNoPower) SetBootDevice(context.Context, store.Hardware, string, bool, bool) error {
-	return nil
-}
 
 const wfTestTemplate = `version: "0.1"
 name: t
@@ -62,7 +55,7 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 			t.Errorf("close store: %v", err)
 		}
 	}()
-	eng := workflow.New(st, log, prometheus.NewRegistry(), wfNoPower{}, workflow.Options{})
+	eng := workflow.New(st, log, prometheus.NewRegistry(), fakepower.New(), workflow.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)

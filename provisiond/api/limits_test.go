@@ -31,8 +31,6 @@ import (
 
 const limitsToken = "limits-test-admin-token-0123456789abcdef"
 
-type lockedBuffer = testkit.Buffer
-
 // shippedServer serves Admin over loopback with exactly the options and
 // listener limit provisiond runs with, and returns its address.
 func shippedServer(t *testing.T, log *slog.Logger, opts Options) string {
@@ -115,7 +113,7 @@ func TestUnauthenticatedFloodStaysBounded(t *testing.T) {
 		bodyLen = 4<<20 - 64<<10 // just under gRPC's default 4 MiB limit
 		limit   = 200 << 20
 	)
-	log := slog.New(slog.NewTextHandler(&lockedBuffer{}, nil))
+	log := slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil))
 	addr := shippedServer(t, log, Options{})
 	admin := pb.NewAdminClient(dial(t, addr))
 
@@ -220,7 +218,7 @@ func (panicky) Deprovision(context.Context, string, string) (store.Machine, erro
 // Internal, is logged with its method but not the request, and the
 // server keeps answering.
 func TestPanicBecomesInternal(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	admin := pb.NewAdminClient(dial(t, shippedServer(t, log, Options{Machines: panicky{}})))
 	ctx := withToken(context.Background())
@@ -255,7 +253,7 @@ type ctxStream struct {
 func (s ctxStream) Context() context.Context { return s.ctx }
 
 func TestStreamPanicBecomesInternal(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	icpt := recoverStream(slog.New(slog.NewTextHandler(logs, nil)))
 	err := icpt(nil, ctxStream{ctx: context.Background()}, &grpc.StreamServerInfo{FullMethod: "/baremetal.v1.Admin/WatchMachine"},
 		func(any, grpc.ServerStream) error { panic("stream secret") })
@@ -270,7 +268,7 @@ func TestStreamPanicBecomesInternal(t *testing.T) {
 // TestLargeFieldsRefused: fields over MaxFieldBytes are refused with a
 // message naming them, and messages over MaxMessageBytes by gRPC itself.
 func TestLargeFieldsRefused(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(&lockedBuffer{}, nil))
+	log := slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil))
 	admin := pb.NewAdminClient(dial(t, shippedServer(t, log, Options{Machines: panicky{}})))
 	ctx := withToken(context.Background())
 	big := strings.Repeat("x", MaxFieldBytes)
@@ -324,7 +322,7 @@ func TestLargeFieldsRefused(t *testing.T) {
 // TestTapRefusesBeforeReading: the tap turns away admin calls without the
 // right token and agent calls without any, and lets the rest through.
 func TestTapRefusesBeforeReading(t *testing.T) {
-	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), nil)
+	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil)), nil)
 	for name, tc := range map[string]struct {
 		method, auth string
 		want         codes.Code
@@ -363,7 +361,7 @@ func (k knownTokens) CheckAgentToken(_ context.Context, tok string) error {
 // TestTapChecksAgentTokens: with the engine's check, a junk agent token is
 // refused on the headers, so its body is never read.
 func TestTapChecksAgentTokens(t *testing.T) {
-	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), nil).
+	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil)), nil).
 		WithAgentTokens(knownTokens{"wf.good": true})
 	for tok, want := range map[string]codes.Code{"wf.good": codes.OK, "wf.junk": codes.Unauthenticated} {
 		md := metadata.Pairs("authorization", "Bearer "+tok)

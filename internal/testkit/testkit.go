@@ -66,3 +66,19 @@ func FreeTCPAddr() (string, error) {
 	}
 	return addr, nil
 }
+
+// Fataler is the part of testing.TB that FreeTCP uses.
+type Fataler interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+// FreeTCP is FreeTCPAddr for a test: it fails t on an error.
+func FreeTCP(t Fataler) string {
+	t.Helper()
+	addr, err := FreeTCPAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rackform/terraform-provider-baremetal/provisiond/dhcp"
 )
 
 // config is provisiond's configuration. Every field is a flag; each flag
@@ -26,7 +28,7 @@ type config struct {
 	GRPCListen   string
 	HTTPListen   string
 	DHCPIface    string
-	DHCPMode     enum
+	DHCPMode     modeFlag
 	TFTPListen   string
 	PublicIP     string
 	IPXEDir      string
@@ -77,8 +79,22 @@ func (e *enum) Set(s string) error {
 	return fmt.Errorf("must be one of %s", strings.Join(e.allowed, ", "))
 }
 
+// modeFlag is --dhcp-mode: a dhcp.Mode, checked by dhcp.ParseMode.
+type modeFlag struct{ val dhcp.Mode }
+
+func (m *modeFlag) String() string { return string(m.val) }
+
+func (m *modeFlag) Set(s string) error {
+	v, err := dhcp.ParseMode(s)
+	if err != nil {
+		return err
+	}
+	m.val = v
+	return nil
+}
+
 func newFlags(c *config) *flag.FlagSet {
-	c.DHCPMode = enum{"reservation", []string{"reservation", "proxy", "off"}}
+	c.DHCPMode = modeFlag{dhcp.ModeReservation}
 	c.LogLevel = enum{"info", []string{"debug", "info", "warn", "error"}}
 	c.LogFormat = enum{"text", []string{"text", "json"}}
 
@@ -90,7 +106,7 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.HTTPListen, "http-listen", ":8080", "address of the HTTP server (iPXE scripts, agent OS, images, metadata, and metrics unless --metrics-listen is set)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address of a separate listener for /metrics, which then leaves --http-listen (empty: /metrics on --http-listen)")
 	fs.StringVar(&c.DHCPIface, "dhcp-interface", "", "interface the DHCP server binds to (empty: all)")
-	fs.Var(&c.DHCPMode, "dhcp-mode", "DHCP mode: reservation, proxy or off")
+	fs.Var(&c.DHCPMode, "dhcp-mode", fmt.Sprintf("DHCP mode: %s, %s or %s", dhcp.ModeReservation, dhcp.ModeProxy, dhcp.ModeOff))
 	fs.StringVar(&c.TFTPListen, "tftp-listen", ":69", "address of the TFTP server (empty: off)")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "the address machines reach provisiond at (required for network boot)")
 	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (Debian's ipxe package)")

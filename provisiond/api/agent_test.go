@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -46,15 +45,7 @@ tasks:
 // authenticates with its workflow token.
 func TestAgentAndMachineRPCs(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	}()
+	st := teststore.Open(t)
 	eng := workflow.New(st, log, prometheus.NewRegistry(), fakepower.New(), workflow.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -3,19 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
-	"runtime"
-	"runtime/debug"
-	"strconv"
-	"strings"
-	"sync"
-	"testing"
-	"time"
-
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,9 +15,16 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
-
-	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
 )
 
 const limitsToken = "limits-test-admin-token-0123456789abcdef"
@@ -35,15 +33,7 @@ const limitsToken = "limits-test-admin-token-0123456789abcdef"
 // listener limit provisiond runs with, and returns its address.
 func shippedServer(t *testing.T, log *slog.Logger, opts Options) string {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	st := teststore.Open(t)
 	srv := grpc.NewServer(ServerOptions(NewAuth(limitsToken, false, log, nil), nil, log)...)
 	pb.RegisterAdminServer(srv, NewAdmin(st, log, opts))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

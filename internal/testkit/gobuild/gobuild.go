@@ -1,14 +1,11 @@
 // Package gobuild is the test kit's build-once helper: the binaries tests
 // run as processes (provisiond, the agent, the provider, plainboot) are
-// built with the go command once per test process and flags, into one
+// built with the go command once per test process and options, into one
 // temporary directory that Main removes when the tests end.
 package gobuild
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,160 +29,92 @@ type Options struct {
 	Env   []string // added to the environment, e.g. CGO_ENABLED=0
 }
 
-type entry struct {
-	once   sync.Once
-	path   string
-	err    error
-	took   time.Duration
-	logged bool // Build has logged took
+type binary struct {
+	once sync.Once
+	n    int // its directory under dir
+	path string
+	err  error
 }
 
 var (
-	mu      sync.Mutex
-	dir     string
-	built   = map[string]*entry{}
-	modRoot struct {
-		once sync.Once
-		dir  string
-		name string // the last element of the module's path
-		err  error
-	}
+	mu    sync.Mutex
+	dir   string // made by the first build
+	built = map[string]*binary{}
 )
 
-// ErrNoGo is returned when the go command is not on PATH.
-var ErrNoGo = errors.New("the go command is not on PATH: it is needed to build the binaries the test runs")
-
-// root is the directory of this module's go.mod, asked of the go command
-// from the test's working directory.
-func root() (string, error) {
-	modRoot.once.Do(func() {
-		if _, err := exec.LookPath("go"); err != nil {
-			modRoot.err = ErrNoGo
-			return
-		}
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			modRoot.err = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		mod := strings.TrimSpace(string(out))
-		if mod == "" || mod == os.DevNull {
-			modRoot.err = errors.New("go env GOMOD: not inside a module")
-			return
-		}
-		modRoot.dir = filepath.Dir(mod)
-		b, err := os.ReadFile(mod)
-		if err != nil {
-			modRoot.err = fmt.Errorf("read the module's name: %w", err)
-			return
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) == 2 && f[0] == "module" {
-				modRoot.name = path.Base(strings.Trim(f[1], `"`))
-			}
-		}
-		if modRoot.name == "" {
-			modRoot.err = fmt.Errorf("%s names no module", mod)
-		}
-	})
-	return modRoot.dir, modRoot.err
-}
-
-// Binary returns the path of the binary of pkg, a package of this module
+// Build returns the path of the binary of pkg, a package of this module
 // named from the module's root ("./provisiond", "." for the provider),
-// built with o the first time it is asked for in this process. The file is
-// named like the package's directory (the module's name for "."), alone in
-// its directory.
-func Binary(ctx context.Context, pkg string, o Options) (string, error) {
-	e := lookup(ctx, pkg, o)
-	return e.path, e.err
-}
-
-// lookup returns pkg's entry once it is built.
-func lookup(ctx context.Context, pkg string, o Options) *entry {
-	key := strings.Join(append(append([]string{pkg, "\x00"}, o.Flags...), append([]string{"\x00"}, o.Env...)...), "\x01")
+// built with o the first time it is asked for in this process (which is
+// logged with how long it took); a failed build fails t. The file is named
+// like the package (the module's last path element for "."), alone in its
+// directory.
+func Build(t TB, pkg string, o Options) string {
+	t.Helper()
+	key := fmt.Sprintf("%q %q %q", pkg, o.Flags, o.Env)
 	mu.Lock()
-	e, ok := built[key]
+	b, ok := built[key]
 	if !ok {
-		e = &entry{}
-		built[key] = e
+		b = &binary{n: len(built)}
+		built[key] = b
 	}
 	mu.Unlock()
-	e.once.Do(func() { e.path, e.took, e.err = build(ctx, key, pkg, o) })
-	return e
+	var took time.Duration // set only for the caller that builds
+	b.once.Do(func() {
+		start := time.Now()
+		b.path, b.err = build(pkg, o, b.n)
+		took = time.Since(start)
+	})
+	if took > 0 && b.err == nil {
+		t.Logf("built %s in %s", pkg, took.Round(time.Millisecond))
+	}
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
 }
 
-func build(ctx context.Context, key, pkg string, o Options) (string, time.Duration, error) {
-	start := time.Now()
-	mod, err := root()
+func build(pkg string, o Options, n int) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// The module's directory and path, from the test's working directory.
+	mod, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}\n{{.Path}}").Output()
 	if err != nil {
-		return "", 0, err
+		return "", fmt.Errorf("go list -m: %w", err)
+	}
+	root, modPath, _ := strings.Cut(strings.TrimSpace(string(mod)), "\n")
+	name := path.Base(pkg)
+	if pkg == "." {
+		name = path.Base(modPath)
 	}
 	mu.Lock()
 	if dir == "" {
-		if dir, err = os.MkdirTemp("", "baremetal-testbin-"); err != nil {
-			mu.Unlock()
-			return "", 0, fmt.Errorf("make the test binaries' directory: %w", err)
-		}
+		dir, err = os.MkdirTemp("", "baremetal-testbin-")
 	}
-	sum := sha256.Sum256([]byte(key))
-	out := filepath.Join(dir, hex.EncodeToString(sum[:6]))
+	out := filepath.Join(dir, fmt.Sprint(n), name)
 	mu.Unlock()
-	name := path.Base(filepath.ToSlash(pkg))
-	if pkg == "." {
-		name = modRoot.name
+	if err != nil {
+		return "", fmt.Errorf("make the test binaries' directory: %w", err)
 	}
-	args := append(append([]string{"build"}, o.Flags...), "-o", filepath.Join(out, name), pkg)
+	args := append(append([]string{"build"}, o.Flags...), "-o", out, pkg)
 	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = mod
-	cmd.Env = append(os.Environ(), o.Env...)
+	cmd.Dir, cmd.Env = root, append(os.Environ(), o.Env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", 0, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
+		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
 	}
-	return filepath.Join(out, name), time.Since(start), nil
+	return out, nil
 }
 
-// Build is Binary for a test: it fails t when the build fails, and logs
-// how long the build took the first time.
-func Build(t TB, pkg string, o Options) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	e := lookup(ctx, pkg, o)
-	if e.err != nil {
-		t.Fatal(e.err)
-	}
-	mu.Lock()
-	first := !e.logged
-	e.logged = true
-	mu.Unlock()
-	if first {
-		t.Logf("built %s in %s", pkg, e.took.Round(time.Millisecond))
-	}
-	return e.path
-}
-
-// Main runs the tests (m is the *testing.M of TestMain), then removes the
+// Main runs the tests (m is TestMain's *testing.M), then removes the
 // binaries built: TestMain calls os.Exit(gobuild.Main(m)).
 func Main(m interface{ Run() int }) int {
 	code := m.Run()
-	if err := RemoveAll(); err != nil {
-		// Left in the temp dir: worth a line, not a failed run.
-		fmt.Fprintln(os.Stderr, "gobuild:", err)
-	}
-	return code
-}
-
-// RemoveAll removes every binary built so far.
-func RemoveAll() error {
 	mu.Lock()
 	defer mu.Unlock()
-	if dir == "" {
-		return nil
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			// Left in the temp dir: worth a line, not a failed run.
+			fmt.Fprintln(os.Stderr, "gobuild: remove the test binaries:", err)
+		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove the test binaries: %w", err)
-	}
-	dir, built = "", map[string]*entry{}
-	return nil
+	return code
 }

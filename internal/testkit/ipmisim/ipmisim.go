@@ -65,9 +65,6 @@ type Config struct {
 	Group bool
 	// ReadyTimeout bounds Start's wait for the first answer; 0: ctx alone.
 	ReadyTimeout time.Duration
-	// Tool is the user Start's readiness probe logs in as; default the
-	// last of Users.
-	Tool *User
 }
 
 // LanConf returns ipmi_sim's lan.conf for c.
@@ -139,9 +136,12 @@ type Sim struct {
 }
 
 // Start writes lan.conf and sim.emu into c.Dir, starts ipmi_sim and waits
-// until it answers a chassis power status. On an error nothing is left
+// until it answers a chassis power status to the last of c.Users. On an error nothing is left
 // running; the error has what ipmi_sim printed.
 func Start(ctx context.Context, c Config) (*Sim, error) {
+	if len(c.Users) == 0 {
+		return nil, fmt.Errorf("ipmi_sim %s: no users", c.Name)
+	}
 	if err := os.MkdirAll(filepath.Join(c.Dir, "state"), 0o755); err != nil {
 		return nil, fmt.Errorf("ipmi_sim %s: %w", c.Name, err)
 	}
@@ -175,14 +175,8 @@ func Start(ctx context.Context, c Config) (*Sim, error) {
 	}
 	s := &Sim{cmd: cmd, group: c.Group, log: log, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(s.done) }()
-	u := c.Tool
-	if u == nil && len(c.Users) > 0 {
-		u = &c.Users[len(c.Users)-1]
-	}
-	if u == nil {
-		s.Close()
-		return nil, fmt.Errorf("ipmi_sim %s: no user to probe it with", c.Name)
-	}
+	// The probe logs in as the last user: the admin of both callers.
+	u := c.Users[len(c.Users)-1]
 	if err := s.waitReady(ctx, Client{NS: c.NS, Port: c.Port, User: u.Name, Password: u.Password}, c.ReadyTimeout); err != nil {
 		s.Close()
 		b, _ := os.ReadFile(logPath)

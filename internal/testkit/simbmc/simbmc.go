@@ -42,7 +42,7 @@ type Cleaner interface{ Cleanup(func()) }
 func New(t Cleaner) *BMC {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &BMC{Power: fakepower.New(), ctx: ctx, fail: map[string]string{}, hold: map[string]chan struct{}{}}
-	b.Power.OnBoot(b.booted)
+	b.OnBoot(b.booted)
 	t.Cleanup(func() { cancel(); b.agents.Wait() })
 	return b
 }

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +26,8 @@ import (
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/client"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/gobuild"
 	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
 )
 
@@ -136,16 +137,19 @@ func TestDeb(t *testing.T) {
 	}
 }
 
+// TestMain removes the binaries the tests built (the test kit's gobuild)
+// when they end.
+func TestMain(m *testing.M) { os.Exit(gobuild.Main(m)) }
+
 // buildDeb builds provisiond and the package the way `make deb` does.
 func buildDeb(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "provisiond")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion, "-o", bin, "../provisiond")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	// As make deb builds it.
+	bin := gobuild.Build(t, "./provisiond", gobuild.Options{
+		Flags: []string{"-trimpath", "-ldflags", "-s -w -X main.version=" + testVersion},
+		Env:   []string{"CGO_ENABLED=0"},
+	})
 	goarch, err := exec.Command("go", "env", "GOARCH").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -355,12 +359,12 @@ func runInstalled(t *testing.T, token, caFile string) {
 	if err := os.Chown(data, int(uid), int(gid)); err != nil {
 		t.Fatal(err)
 	}
-	grpcAddr, httpAddr, tftpAddr := freeTCP(t), freeTCP(t), freePrivilegedUDP(t)
+	grpcAddr, httpAddr, tftpAddr := testkit.FreeTCP(t), testkit.FreeTCP(t), freePrivilegedUDP(t)
 
 	// Room for building the provider and three terraform runs.
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	log := &syncBuffer{}
+	log := &testkit.Buffer{}
 	cmd := exec.CommandContext(ctx, "/usr/bin/provisiond", "--config", configPath,
 		"--data-dir", filepath.Join(data, "db"), "--grpc-listen", grpcAddr, "--http-listen", httpAddr,
 		"--tftp-listen", tftpAddr, "--dhcp-mode", "off")
@@ -448,17 +452,6 @@ func runInstalled(t *testing.T, token, caFile string) {
 	stop()
 }
 
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close() // free for provisiond
-	return addr
-}
-
 // freePrivilegedUDP finds a free UDP port below 1024 on loopback.
 func freePrivilegedUDP(t *testing.T) string {
 	t.Helper()
@@ -508,22 +501,4 @@ func tftpFetch(addr, file string) error {
 		return fmt.Errorf("first answer is not DATA block 1: % x", buf[:min(n, 32)])
 	}
 	return errors.New("no answer within 10s")
-}
-
-// syncBuffer collects provisiond's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

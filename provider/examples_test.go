@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/gobuild"
 )
 
 // TestExamples checks that every example under examples/ is formatted and
@@ -37,11 +39,8 @@ func TestExamples(t *testing.T) {
 	run("../examples", nil, "fmt", "-check", "-recursive", "-diff")
 
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "bin")
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "terraform-provider-baremetal"), "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build provider: %v\n%s", err, out)
-	}
+	// The provider's binary, alone in its directory: the dev override's.
+	bin := filepath.Dir(gobuild.Build(t, ".", gobuild.Options{}))
 	rc := filepath.Join(tmp, "terraformrc")
 	if err := os.WriteFile(rc, []byte(fmt.Sprintf("provider_installation {\n  dev_overrides {\n    \"rackform/baremetal\" = %q\n  }\n  direct {}\n}\n", bin)), 0o600); err != nil {
 		t.Fatal(err)

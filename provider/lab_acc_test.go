@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rackform/terraform-provider-baremetal/internal/lab"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/gobuild"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
@@ -44,81 +43,18 @@ func labImage(v string) []byte {
 	return bytes.Repeat([]byte(line), labImageSize/len(line)+1)[:labImageSize]
 }
 
-// labBins are the agent and plainboot binaries, built once per test run
-// into a directory that TestMain removes.
-var labBins struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-// buildLabBinaries builds ./agent and ./internal/plainboot (once).
+// buildLabBinaries builds ./agent and ./internal/plainboot (once per test
+// run, with the test kit's build helper; TestMain removes them).
 func buildLabBinaries(t *testing.T) (agent, plainboot string) {
 	t.Helper()
-	labBins.once.Do(func() {
-		dir, err := os.MkdirTemp("", "baremetal-acc-bin-")
-		if err != nil {
-			labBins.err = err
-			return
-		}
-		labBins.dir = dir
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		start := time.Now()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator), "./agent", "./internal/plainboot")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			labBins.err = fmt.Errorf("build the agent and plainboot: %w\n%s", err, out)
-			return
-		}
-		t.Logf("built the agent and plainboot in %s", time.Since(start).Round(time.Millisecond))
-	})
-	if labBins.err != nil {
-		t.Fatal(labBins.err)
-	}
-	return filepath.Join(labBins.dir, "agent"), filepath.Join(labBins.dir, "plainboot")
+	return gobuild.Build(t, "./agent", gobuild.Options{}), gobuild.Build(t, "./internal/plainboot", gobuild.Options{})
 }
 
-// labProvisiond is the provisiond binary, built once per test run into
-// labBins' directory, for tests that must kill the daemon for real.
-var labProvisiond struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// buildProvisiond builds ./provisiond (once), after the agent and plainboot.
+// buildProvisiond builds ./provisiond (once), for tests that must kill the
+// daemon for real.
 func buildProvisiond(t *testing.T) string {
 	t.Helper()
-	buildLabBinaries(t)
-	labProvisiond.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		start := time.Now()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", labBins.dir+string(filepath.Separator), "./provisiond")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			labProvisiond.err = fmt.Errorf("build provisiond: %w\n%s", err, out)
-			return
-		}
-		labProvisiond.path = filepath.Join(labBins.dir, "provisiond")
-		t.Logf("built provisiond in %s", time.Since(start).Round(time.Millisecond))
-	})
-	if labProvisiond.err != nil {
-		t.Fatal(labProvisiond.err)
-	}
-	return labProvisiond.path
-}
-
-// removeLabBinaries is TestMain's cleanup.
-func removeLabBinaries() error {
-	if labBins.dir == "" {
-		return nil
-	}
-	if err := os.RemoveAll(labBins.dir); err != nil {
-		return fmt.Errorf("remove the lab's binaries: %w", err)
-	}
-	return nil
+	return gobuild.Build(t, "./provisiond", gobuild.Options{})
 }
 
 // realLab is provisiond with real peers (see above).
@@ -244,7 +180,7 @@ func (l *realLab) addMachine(t *testing.T, id string, n int, bmcPassword string)
 		"--", "--heartbeat", "2s", "--progress", "1s"}
 	var last error
 	for try := 0; try < 3; try++ {
-		port, err := freeUDPPort()
+		port, err := testkit.FreeUDPPort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,19 +204,6 @@ func (l *realLab) addMachine(t *testing.T, id string, n int, bmcPassword string)
 	}
 	t.Fatalf("start the BMC of %s: %v", id, last)
 	return nil
-}
-
-func freeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	// The port is only free for the caller once this socket is closed.
-	if err := c.Close(); err != nil {
-		return 0, err
-	}
-	return port, nil
 }
 
 // Power asks the BMC for the chassis power: "on" or "off".

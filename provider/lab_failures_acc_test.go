@@ -25,6 +25,7 @@ import (
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/client"
 	"github.com/rackform/terraform-provider-baremetal/internal/lab"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
@@ -549,7 +550,7 @@ func TestAccLabProvisiondKilled(t *testing.T) {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	grpcAddr, httpAddr := freeTCPAddr(t), freeTCPAddr(t)
+	grpcAddr, httpAddr := testkit.FreeTCP(t), testkit.FreeTCP(t)
 	d := &lab.Daemon{Bin: bin, Log: filepath.Join(dir, "provisiond.log"), Args: []string{
 		"--data-dir", data,
 		"--grpc-listen", grpcAddr, "--http-listen", httpAddr,
@@ -714,19 +715,4 @@ func waitConsole(ctx context.Context, m *realMachine, re *regexp.Regexp) error {
 		}
 	}
 	return nil
-}
-
-// freeTCPAddr is a loopback address whose port was free a moment ago.
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	// The port is only free for the caller once the listener is closed.
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }

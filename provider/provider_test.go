@@ -4,22 +4,21 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/gobuild"
+	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/terraform-plugin-framework/providerserver"
-	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
-	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
-
-	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
 // TestMain points terraform-plugin-testing at the repository's terraform
@@ -40,12 +39,8 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
-	if err := removeLabBinaries(); err != nil {
-		// Left in the temp dir: worth a line, not a failed run.
-		fmt.Fprintln(os.Stderr, "provider tests:", err)
-	}
-	os.Exit(code)
+	// The binaries the lab tests build (gobuild) are removed when they end.
+	os.Exit(gobuild.Main(m))
 }
 
 // protoV6 runs the provider in the test process.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rackform/terraform-provider-baremetal/provisiond/dhcp"
 )
 
 // config is provisiond's configuration. Every field is a flag; each flag
@@ -26,7 +28,7 @@ type config struct {
 	GRPCListen   string
 	HTTPListen   string
 	DHCPIface    string
-	DHCPMode     enum
+	DHCPMode     modeFlag
 	TFTPListen   string
 	PublicIP     string
 	IPXEDir      string
@@ -78,8 +80,22 @@ func (e *enum) Set(s string) error {
 	return fmt.Errorf("must be one of %s", strings.Join(e.allowed, ", "))
 }
 
+// modeFlag is --dhcp-mode: a dhcp.Mode, checked by dhcp.ParseMode.
+type modeFlag struct{ val dhcp.Mode }
+
+func (m *modeFlag) String() string { return string(m.val) }
+
+func (m *modeFlag) Set(s string) error {
+	v, err := dhcp.ParseMode(s)
+	if err != nil {
+		return err
+	}
+	m.val = v
+	return nil
+}
+
 func newFlags(c *config) *flag.FlagSet {
-	c.DHCPMode = enum{"reservation", []string{"reservation", "proxy", "off"}}
+	c.DHCPMode = modeFlag{dhcp.ModeReservation}
 	c.LogLevel = enum{"info", []string{"debug", "info", "warn", "error"}}
 	c.LogFormat = enum{"text", []string{"text", "json"}}
 
@@ -91,8 +107,8 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.StringVar(&c.HTTPListen, "http-listen", ":8080", "address of the HTTP server: iPXE scripts, agent OS, images, metadata, /healthz, and /metrics unless --metrics-listen is set")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address of a separate listener for /metrics, which then leaves --http-listen, the port machines reach (empty: /metrics on --http-listen)")
 	fs.StringVar(&c.DHCPIface, "dhcp-interface", "", "interface the DHCP server binds to (empty: all)")
-	fs.Var(&c.DHCPMode, "dhcp-mode", "DHCP mode: reservation, proxy or off")
-	fs.StringVar(&c.TFTPListen, "tftp-listen", ":69", "address of the TFTP server of the iPXE binaries (empty: off)")
+	fs.Var(&c.DHCPMode, "dhcp-mode", fmt.Sprintf("DHCP mode: %s, %s or %s", dhcp.ModeReservation, dhcp.ModeProxy, dhcp.ModeOff))
+	fs.StringVar(&c.TFTPListen, "tftp-listen", ":69", "address of the TFTP server (empty: off)")
 	fs.StringVar(&c.PublicIP, "public-ip", "", "the address machines reach provisiond at (required for network boot)")
 	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (Debian's ipxe package)")
 	fs.StringVar(&c.EFIARM64Bin, "efi-arm64-binary", "snp-arm64.efi", "boot loader for arm64 UEFI PXE clients (DHCP option 93 = 11): a file name in --ipxe-dir, or a path with a '/' to a file anywhere, served over TFTP and /ipxe/bin/ under its base name; make agent-os builds GRUB's, build/agent-os/arm64/grubnetaa64.efi (Debian has no arm64 iPXE)")

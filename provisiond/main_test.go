@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,20 +39,6 @@ tasks:
 // testToken is an admin token of the 32 bytes provisiond requires.
 const testToken = "test-admin-token-0123456789abcdef"
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	// The port is only free for provisiond once the listener is closed.
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 type syncBuffer = testkit.Buffer
 
 type runningDaemon struct {
@@ -80,7 +65,7 @@ func startDaemonWithPKI(t *testing.T, token string, pki *testpki.PKI, extra ...s
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &runningDaemon{grpcAddr: freePort(t), httpAddr: freePort(t), pki: pki, log: &syncBuffer{}, done: make(chan error, 1)}
+	d := &runningDaemon{grpcAddr: testkit.FreeTCP(t), httpAddr: testkit.FreeTCP(t), pki: pki, log: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{
 		"--data-dir", filepath.Join(dir, "data"), "--token-file", tokenFile,
 		"--grpc-listen", d.grpcAddr, "--http-listen", d.httpAddr,
@@ -286,7 +271,7 @@ func TestClientErrorsSayWhy(t *testing.T) {
 			case "http://":
 				cfg.Endpoint = "http://" + d.grpcAddr
 			case "nothing":
-				cfg.Endpoint = freePort(t)
+				cfg.Endpoint = testkit.FreeTCP(t)
 			default:
 				cfg.Endpoint = d.grpcAddr
 			}
@@ -416,7 +401,7 @@ func TestDHCPNeedsPublicIP(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	must(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
-	args := []string{"--data-dir", dir, "--token-file", tokenFile, "--grpc-listen", freePort(t), "--http-listen", freePort(t),
+	args := []string{"--data-dir", dir, "--token-file", tokenFile, "--grpc-listen", testkit.FreeTCP(t), "--http-listen", testkit.FreeTCP(t),
 		"--tftp-listen", "", "--dhcp-mode", "reservation"}
 	done := make(chan error, 1)
 	go func() { done <- run(context.Background(), args, func(string) string { return "" }, io.Discard) }()

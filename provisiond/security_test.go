@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
 	"io"
 	"net/http"
@@ -10,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rackform/terraform-provider-baremetal/internal/testpki"
 )
 
 // runUntilStore runs provisiond with a data dir that cannot be created,
@@ -117,7 +117,7 @@ func TestTokenFileModeWarns(t *testing.T) {
 // TestMetricsListen: with --metrics-listen, /metrics is served there and
 // no longer on the machine-facing HTTP port.
 func TestMetricsListen(t *testing.T) {
-	maddr := freePort(t)
+	maddr := testkit.FreeTCP(t)
 	d := startDaemon(t, testToken, "--metrics-listen", maddr)
 	get := func(url string) (int, string) {
 		t.Helper()

@@ -6,7 +6,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/client"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/daemon"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"io"
 	"net"
 	"net/http"
@@ -17,10 +21,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
-	"github.com/rackform/terraform-provider-baremetal/internal/client"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
 // TestRunRefusesDamagedStore is issue 13: a corrupted page made provisiond
@@ -59,7 +59,7 @@ func TestRunRefusesDamagedStore(t *testing.T) {
 			damage(t, path)
 			tokenFile := filepath.Join(dir, "token")
 			must(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
-			grpcAddr, httpAddr := freePort(t), freePort(t)
+			grpcAddr, httpAddr := testkit.FreeTCP(t), testkit.FreeTCP(t)
 			args := []string{"--data-dir", dir, "--token-file", tokenFile, "--grpc-listen", grpcAddr, "--http-listen", httpAddr,
 				"--tftp-listen", "", "--dhcp-mode", "off", "--log-format", "json"}
 			log := &syncBuffer{}
@@ -230,8 +230,8 @@ func TestSecretsKeyFlag(t *testing.T) {
 
 	tokenFile := filepath.Join(dir, "token")
 	must(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
-	err = run(context.Background(), []string{"--data-dir", data, "--token-file", tokenFile, "--grpc-listen", freePort(t),
-		"--http-listen", freePort(t), "--tftp-listen", "", "--dhcp-mode", "off"}, func(string) string { return "" }, io.Discard)
+	err = run(context.Background(), []string{"--data-dir", data, "--token-file", tokenFile, "--grpc-listen", testkit.FreeTCP(t),
+		"--http-listen", testkit.FreeTCP(t), "--tftp-listen", "", "--dhcp-mode", "off"}, func(string) string { return "" }, io.Discard)
 	if !errors.Is(err, store.ErrSecretsKey) || !strings.Contains(err.Error(), "--secrets-key-file") {
 		t.Fatalf("start without the key: %v, want ErrSecretsKey naming --secrets-key-file", err)
 	}

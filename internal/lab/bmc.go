@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/ipmisim"
 )
 
 // BMC is an OpenIPMI ipmi_sim instance listening on 127.0.0.1:Port (inside
@@ -40,8 +40,7 @@ type BMC struct {
 	Dir string
 
 	ns  *NetNS
-	cmd *exec.Cmd
-	log *os.File
+	sim *ipmisim.Sim
 }
 
 func (b *BMC) dir() string {
@@ -79,30 +78,35 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// LanConf returns ipmi_sim's lan.conf for this BMC.
-func (b *BMC) LanConf() string {
-	return fmt.Sprintf(`name "%s"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s 0x20"
-  user 1 true  ""        "test"     user     10 none md2 md5 straight
-  user 2 true  "%s" "%s" admin 10 none md2 md5 straight
-`, b.VM.Name, b.Port, filepath.Join(b.dir(), "chassis-control"), b.user(), b.password())
+// kit is this BMC's configuration for the test kit's ipmi_sim harness.
+func (b *BMC) kit(ns *NetNS) ipmisim.Config {
+	c := ipmisim.Config{
+		Name: b.VM.Name, Dir: b.dir(), Port: b.Port, Script: filepath.Join(b.dir(), "chassis-control"),
+		Users: []ipmisim.User{
+			{ID: 1, Name: "", Password: "test", Priv: "user"},
+			{ID: 2, Name: b.user(), Password: b.password(), Priv: "admin"},
+		},
+	}
+	if ns != nil {
+		c.NS = ns.Name
+	}
+	return c
 }
 
+// client is how ipmitool reaches this BMC (from inside its namespace).
+func (b *BMC) client() ipmisim.Client {
+	c := ipmisim.Client{Port: b.Port, User: b.user(), Password: b.password()}
+	if b.ns != nil {
+		c.NS = b.ns.Name
+	}
+	return c
+}
+
+// LanConf returns ipmi_sim's lan.conf for this BMC.
+func (b *BMC) LanConf() string { return ipmisim.LanConf(b.kit(nil)) }
+
 // SimEmu is ipmi_sim's emulator command file: one BMC at 0x20.
-const SimEmu = `mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-mc_enable 0x20
-`
+const SimEmu = ipmisim.Emu
 
 // chassisHelpers and chassisDispatch are the parts of every chassis_control
 // script that do not depend on what plays the server: the power state is
@@ -194,8 +198,8 @@ func (b *BMC) uefiPXEOverride() string {
 	return "\t[ \"$order\" = n ] && cp " + shellQuote(tmpl) + " " + shellQuote(b.VM.varsFile()) + "\n"
 }
 
-// Start writes the configuration and starts ipmi_sim inside ns. The BMC
-// answers once Start returns nil.
+// Start writes the configuration and starts ipmi_sim inside ns (nil: on
+// the host's loopback). The BMC answers once Start returns nil.
 func (b *BMC) Start(ctx context.Context, ns *NetNS) error {
 	if len(b.password()) > 20 {
 		return fmt.Errorf("bmc %s: IPMI passwords hold at most 20 bytes, got %d", b.VM.Name, len(b.password()))
@@ -204,75 +208,30 @@ func (b *BMC) Start(ctx context.Context, ns *NetNS) error {
 		return err
 	}
 	dir := b.dir()
-	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("bmc %s: %w", b.VM.Name, err)
 	}
-	for name, content := range map[string]string{"lan.conf": b.LanConf(), "sim.emu": SimEmu, "chassis-control": b.ChassisScript()} {
-		mode := os.FileMode(0o600)
-		if name == "chassis-control" {
-			mode = 0o755
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), mode); err != nil {
-			return fmt.Errorf("bmc %s: %w", b.VM.Name, err)
-		}
+	if err := os.WriteFile(filepath.Join(dir, "chassis-control"), []byte(b.ChassisScript()), 0o755); err != nil {
+		return fmt.Errorf("bmc %s: %w", b.VM.Name, err)
 	}
-	log, err := os.Create(filepath.Join(dir, "ipmi_sim.out"))
-	if err != nil {
-		return err
-	}
-	// Not CommandContext: the BMC outlives the call; Close kills it.
 	b.ns = ns
-	args := []string{"-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n"}
-	if ns != nil {
-		b.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, "ipmi_sim"}, args...)...)
-	} else {
-		b.cmd = exec.Command("ipmi_sim", args...)
+	sim, err := ipmisim.Start(ctx, b.kit(ns))
+	if err != nil {
+		_ = b.Close() // the VM or machine, if a probe powered it on
+		return fmt.Errorf("bmc %s: %w", b.VM.Name, err)
 	}
-	b.cmd.Stdout, b.cmd.Stderr = log, log
-	b.log = log
-	if err := b.cmd.Start(); err != nil {
-		_ = log.Close() // never written: ipmi_sim did not start
-		return fmt.Errorf("start ipmi_sim for %s: %w", b.VM.Name, err)
-	}
-	// Ready when it answers a power status.
-	for {
-		ictx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err := b.Ipmitool(ictx, "chassis", "power", "status")
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			_ = b.Close()
-			return fmt.Errorf("bmc %s not answering: %w (last: %v); ipmi_sim said: %s", b.VM.Name, ctx.Err(), err, ReadLog(log.Name()))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	b.sim = sim
+	return nil
 }
 
 // IpmitoolArgs returns ipmitool's connection arguments for this BMC (LAB.md:
 // lanplus with cipher suite 3). The password is passed through the
 // environment (-E, IPMI_PASSWORD) so it never appears in ps.
-func (b *BMC) IpmitoolArgs() []string {
-	return []string{"-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", fmt.Sprint(b.Port), "-U", b.user(), "-E"}
-}
+func (b *BMC) IpmitoolArgs() []string { return b.client().Args() }
 
 // Ipmitool runs ipmitool against this BMC from inside its namespace.
 func (b *BMC) Ipmitool(ctx context.Context, args ...string) (string, error) {
-	all := append(b.IpmitoolArgs(), args...)
-	var cmd *exec.Cmd
-	if b.ns != nil {
-		cmd = b.ns.Command(ctx, "ipmitool", all...)
-	} else {
-		cmd = exec.CommandContext(ctx, "ipmitool", all...)
-	}
-	cmd.Env = append(os.Environ(), "IPMI_PASSWORD="+b.password())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("ipmitool %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return strings.TrimSpace(string(out)), nil
+	return b.client().Run(ctx, args...)
 }
 
 // Close kills the VM or the machine (by its pidfile) and ipmi_sim.
@@ -281,15 +240,9 @@ func (b *BMC) Close() error {
 		killGroup(b.PIDFile())
 	}
 	err := KillPIDFile(b.PIDFile(), 5*time.Second)
-	if b.cmd != nil && b.cmd.Process != nil {
-		_ = b.cmd.Process.Signal(syscall.SIGKILL)
-		_ = b.cmd.Wait()
-		b.cmd = nil
-	}
-	if b.log != nil {
-		// ipmi_sim wrote through its own descriptor, so closing ours loses
-		// nothing (and Close may run twice: after a failed start too).
-		_ = b.log.Close()
+	if b.sim != nil {
+		b.sim.Close()
+		b.sim = nil
 	}
 	return err
 }

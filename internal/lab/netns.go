@@ -9,15 +9,12 @@
 package lab
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
-	"time"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 )
 
 // Skipper is the part of testing.TB the Require functions use; the lab
@@ -46,27 +43,24 @@ func RequireBinaries(t Skipper, names ...string) {
 	}
 }
 
-// NetNS is a network namespace created by this process.
+// NetNS is a network namespace created by this process. Its commands,
+// creation and deletion are the test kit's (internal/testkit/netns); the
+// tap and bridge devices of the VMs are the lab's.
 type NetNS struct {
 	Name string
 }
 
+// kit is the test kit's view of n.
+func (n *NetNS) kit() *netns.NS { return &netns.NS{Name: n.Name} }
+
 // NewNetNS creates a namespace named prefix-<random> with lo up. Names are at
 // most 15 bytes of prefix plus 9, unique per call.
 func NewNetNS(ctx context.Context, prefix string) (*NetNS, error) {
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	ns, err := netns.New(ctx, prefix)
+	if err != nil {
 		return nil, err
 	}
-	ns := &NetNS{Name: fmt.Sprintf("%s-%s", prefix, hex.EncodeToString(b[:]))}
-	if err := run(ctx, "ip", "netns", "add", ns.Name); err != nil {
-		return nil, fmt.Errorf("create netns %s: %w", ns.Name, err)
-	}
-	if err := ns.Run(ctx, "ip", "link", "set", "lo", "up"); err != nil {
-		_ = ns.Close()
-		return nil, fmt.Errorf("netns %s: lo up: %w", ns.Name, err)
-	}
-	return ns, nil
+	return &NetNS{Name: ns.Name}, nil
 }
 
 // AddTap creates tap device dev with address cidr (e.g. "10.99.0.1/24") inside
@@ -79,12 +73,7 @@ func (n *NetNS) AddTap(ctx context.Context, dev, cidr string) error {
 		{"ip", "addr", "add", cidr, "dev", dev},
 		{"ip", "link", "set", dev, "up"},
 	}
-	for _, s := range steps {
-		if err := n.Run(ctx, s[0], s[1:]...); err != nil {
-			return fmt.Errorf("netns %s: add tap %s: %w", n.Name, dev, err)
-		}
-	}
-	return nil
+	return n.steps(ctx, fmt.Sprintf("add tap %s", dev), steps)
 }
 
 // AddBridge creates bridge br with address cidr inside the namespace: the
@@ -96,12 +85,7 @@ func (n *NetNS) AddBridge(ctx context.Context, br, cidr string) error {
 		{"ip", "addr", "add", cidr, "dev", br},
 		{"ip", "link", "set", br, "up"},
 	}
-	for _, s := range steps {
-		if err := n.Run(ctx, s[0], s[1:]...); err != nil {
-			return fmt.Errorf("netns %s: add bridge %s: %w", n.Name, br, err)
-		}
-	}
-	return nil
+	return n.steps(ctx, fmt.Sprintf("add bridge %s", br), steps)
 }
 
 // AddBridgePort creates tap device dev inside the namespace as a port of
@@ -112,9 +96,15 @@ func (n *NetNS) AddBridgePort(ctx context.Context, dev, br string) error {
 		{"ip", "link", "set", dev, "master", br},
 		{"ip", "link", "set", dev, "up"},
 	}
+	return n.steps(ctx, fmt.Sprintf("add tap %s to %s", dev, br), steps)
+}
+
+// steps runs each command of steps inside the namespace, stopping at the
+// first that fails.
+func (n *NetNS) steps(ctx context.Context, what string, steps [][]string) error {
 	for _, s := range steps {
 		if err := n.Run(ctx, s[0], s[1:]...); err != nil {
-			return fmt.Errorf("netns %s: add tap %s to %s: %w", n.Name, dev, br, err)
+			return fmt.Errorf("netns %s: %s: %w", n.Name, what, err)
 		}
 	}
 	return nil
@@ -122,7 +112,7 @@ func (n *NetNS) AddBridgePort(ctx context.Context, dev, br string) error {
 
 // Command returns a command that runs inside the namespace.
 func (n *NetNS) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	return n.kit().Command(ctx, name, args...)
 }
 
 // Run runs a command inside the namespace and returns its error with output.
@@ -132,27 +122,13 @@ func (n *NetNS) Run(ctx context.Context, name string, args ...string) error {
 
 // Close deletes the namespace. Processes still inside keep it alive: close
 // the BMCs and VMs first.
-func (n *NetNS) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := run(ctx, "ip", "netns", "del", n.Name); err != nil {
-		return fmt.Errorf("delete netns %s: %w", n.Name, err)
-	}
-	return nil
-}
+func (n *NetNS) Close() error { return n.kit().Close() }
 
 func run(ctx context.Context, name string, args ...string) error {
-	return runCmd(exec.CommandContext(ctx, name, args...))
+	return netns.Run(ctx, name, args...)
 }
 
-func runCmd(cmd *exec.Cmd) error {
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
-}
+func runCmd(cmd *exec.Cmd) error { return netns.RunCmd(cmd) }
 
 // errIfDone returns ctx's error wrapped with what was being waited for.
 func errIfDone(ctx context.Context, what string) error {

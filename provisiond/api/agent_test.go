@@ -6,14 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,14 +21,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
-
-type wfNoPower struct{}
-
-func (wfNoPower) PowerState(context.Context, store.Hardware) (string, error) { return "off", nil }
-func (wfNoPower) SetPower(context.Context, store.Hardware, string) error     { return nil }
-func (wfNoPower) SetBootDevice(context.Context, store.Hardware, string, bool, bool) error {
-	return nil
-}
 
 const wfTestTemplate = `version: "0.1"
 name: t
@@ -53,16 +45,8 @@ tasks:
 // authenticates with its workflow token.
 func TestAgentAndMachineRPCs(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	}()
-	eng := workflow.New(st, log, prometheus.NewRegistry(), wfNoPower{}, workflow.Options{})
+	st := teststore.Open(t)
+	eng := workflow.New(st, log, prometheus.NewRegistry(), fakepower.New(), workflow.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)

@@ -3,19 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
-	"runtime"
-	"runtime/debug"
-	"strconv"
-	"strings"
-	"sync"
-	"testing"
-	"time"
-
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
+	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,28 +15,25 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
-
-	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
-	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
 )
 
 const limitsToken = "limits-test-admin-token-0123456789abcdef"
-
-type lockedBuffer = testkit.Buffer
 
 // shippedServer serves Admin over loopback with exactly the options and
 // listener limit provisiond runs with, and returns its address.
 func shippedServer(t *testing.T, log *slog.Logger, opts Options) string {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	st := teststore.Open(t)
 	srv := grpc.NewServer(ServerOptions(NewAuth(limitsToken, false, log, nil), nil, log, nil)...)
 	pb.RegisterAdminServer(srv, NewAdmin(st, log, opts))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -115,7 +103,7 @@ func TestUnauthenticatedFloodStaysBounded(t *testing.T) {
 		bodyLen = 4<<20 - 64<<10 // just under gRPC's default 4 MiB limit
 		limit   = 200 << 20
 	)
-	log := slog.New(slog.NewTextHandler(&lockedBuffer{}, nil))
+	log := slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil))
 	addr := shippedServer(t, log, Options{})
 	admin := pb.NewAdminClient(dial(t, addr))
 
@@ -223,7 +211,7 @@ func (panicky) Deprovision(context.Context, string, string) (store.Machine, erro
 // Internal, is logged with its method but not the request, and the
 // server keeps answering.
 func TestPanicBecomesInternal(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	admin := pb.NewAdminClient(dial(t, shippedServer(t, log, Options{Machines: panicky{}})))
 	ctx := withToken(context.Background())
@@ -258,7 +246,7 @@ type ctxStream struct {
 func (s ctxStream) Context() context.Context { return s.ctx }
 
 func TestStreamPanicBecomesInternal(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	icpt := recoverStream(slog.New(slog.NewTextHandler(logs, nil)))
 	err := icpt(nil, ctxStream{ctx: context.Background()}, &grpc.StreamServerInfo{FullMethod: "/baremetal.v1.Admin/WatchMachine"},
 		func(any, grpc.ServerStream) error { panic("stream secret") })
@@ -273,7 +261,7 @@ func TestStreamPanicBecomesInternal(t *testing.T) {
 // TestLargeFieldsRefused: fields over MaxFieldBytes are refused with a
 // message naming them, and messages over MaxMessageBytes by gRPC itself.
 func TestLargeFieldsRefused(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(&lockedBuffer{}, nil))
+	log := slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil))
 	admin := pb.NewAdminClient(dial(t, shippedServer(t, log, Options{Machines: panicky{}})))
 	ctx := withToken(context.Background())
 	big := strings.Repeat("x", MaxFieldBytes)
@@ -327,7 +315,7 @@ func TestLargeFieldsRefused(t *testing.T) {
 // TestTapRefusesBeforeReading: the tap turns away admin calls without the
 // right token and agent calls without any, and lets the rest through.
 func TestTapRefusesBeforeReading(t *testing.T) {
-	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), nil)
+	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil)), nil)
 	for name, tc := range map[string]struct {
 		method, auth string
 		want         codes.Code
@@ -366,7 +354,7 @@ func (k knownTokens) CheckAgentToken(_ context.Context, tok string) error {
 // TestTapChecksAgentTokens: with the engine's check, a junk agent token is
 // refused on the headers, so its body is never read.
 func TestTapChecksAgentTokens(t *testing.T) {
-	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), nil).
+	a := NewAuth(limitsToken, false, slog.New(slog.NewTextHandler(&testkit.Buffer{}, nil)), nil).
 		WithAgentTokens(knownTokens{"wf.good": true})
 	for tok, want := range map[string]codes.Code{"wf.good": codes.OK, "wf.junk": codes.Unauthenticated} {
 		md := metadata.Pairs("authorization", "Bearer "+tok)

@@ -4,10 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -15,18 +15,14 @@ import (
 // engine's netboot flags of a running install must survive it.
 func TestUpdateKeepsNetboot(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() }) // test store
+	st := teststore.Open(t)
 	admin := NewAdmin(st, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	in := &pb.Hardware{Id: "n1", Interfaces: []*pb.Interface{{Mac: "52:54:00:00:00:01"}}}
 	if _, err := admin.CreateHardware(ctx, &pb.CreateHardwareRequest{Hardware: in}); err != nil {
 		t.Fatal(err)
 	}
 	// The engine switches netboot on for a workflow.
-	err = st.Update(ctx, func(tx *store.Tx) error {
+	err := st.Update(ctx, func(tx *store.Tx) error {
 		h, err := tx.Hardware("n1")
 		if err != nil {
 			return err

@@ -1,19 +1,18 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -37,29 +36,11 @@ func (junkEngine) AppendLog(context.Context, string, int, []byte) error {
 	return fmt.Errorf("append log: %w", workflow.ErrUnauthenticated)
 }
 
-// logSink is a concurrency-safe log buffer.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // TestJunkTokenFlood: 100,000 agent calls with junk or no tokens (the
 // issue 13 flood wrote 115,281 WARN lines in 15 s) leave a handful of log
 // lines, while the counter has every one of them.
 func TestJunkTokenFlood(t *testing.T) {
-	sink := &logSink{}
+	sink := &testkit.Buffer{}
 	reg := prometheus.NewRegistry()
 	svc := NewAgent(junkEngine{}, slog.New(slog.NewTextHandler(sink, nil)), reg)
 	base := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 66), Port: 4242}})
@@ -113,7 +94,7 @@ func TestJunkTokenFlood(t *testing.T) {
 // is one summary line with the count, written when the interval ends
 // even if no further call comes.
 func TestRefusalSummary(t *testing.T) {
-	sink := &logSink{}
+	sink := &testkit.Buffer{}
 	reg := prometheus.NewRegistry()
 	r := newRefusals(slog.New(slog.NewTextHandler(sink, nil)), reg, "agent", 2, 100*time.Millisecond)
 	ctx := context.Background()

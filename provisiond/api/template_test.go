@@ -4,12 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,15 +20,7 @@ import (
 // InvalidArgument naming the limit, through internal/template.Parse, the
 // provider's plan-time check.
 func TestCreateTemplateRefusesUnboundedRender(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	}()
+	st := teststore.Open(t)
 	a := NewAdmin(st, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	tests := map[string]struct{ fragment, want string }{
 		"issue 13":         {`{{ $n := 200000000 }}{{ range $n }}{{ end }}`, "range over $n: more than the limit of 100000 iterations"},

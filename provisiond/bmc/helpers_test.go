@@ -2,17 +2,15 @@ package bmc
 
 import (
 	"context"
-	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
-	"io"
-	"log/slog"
-	"path/filepath"
-	"testing"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/bmc/bmctest"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
 )
 
 type syncBuffer = testkit.Buffer
@@ -28,15 +26,7 @@ type testEnv struct {
 // is printed with -v.
 func newEnv(t testing.TB, opts Options) *testEnv {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	st := teststore.Open(t)
 	logs := &syncBuffer{}
 	var w io.Writer = logs
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))

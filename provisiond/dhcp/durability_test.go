@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
@@ -17,8 +16,15 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/gobuild"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
+
+// TestMain removes the binaries the tests built (the test kit's gobuild)
+// when they end.
+func TestMain(m *testing.M) { os.Exit(gobuild.Main(m)) }
 
 // TestKill9Durability runs the real provisiond binary (reservation mode, its
 // store in a temp dir) on the server end of a veth pair, drives perfdhcp at
@@ -42,8 +48,7 @@ func TestKill9Durability(t *testing.T) {
 	if err != nil {
 		t.Skip("skipping: perfdhcp is not installed (apt-get install kea-admin)")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
+	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("skipping: the go command is needed to build provisiond")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -56,11 +61,7 @@ func TestKill9Durability(t *testing.T) {
 	run(t, "ip", "-n", l.cli, "addr", "add", "10.99.0.3/16", "dev", "vcli")
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "provisiond")
-	build := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/rackform/terraform-provider-baremetal/provisiond")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build provisiond: %v\n%s", err, out)
-	}
+	bin := gobuild.Build(t, "./provisiond", gobuild.Options{})
 
 	// Register the hardware before the daemon starts: the store is the
 	// daemon's own file, filled through the same package it uses.
@@ -256,7 +257,7 @@ func newRelayProbe(t *testing.T, ns string, relay net.IP, mac string) *relayProb
 		t.Fatal(err)
 	}
 	p := &relayProbe{relay: relay, mac: hw}
-	in(t, ns, func() {
+	netns.In(t, ns, func() {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: relay, Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatalf("probe socket: %v", err)

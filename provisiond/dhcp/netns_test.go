@@ -1,16 +1,13 @@
 package dhcp
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"os"
+	"context"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
+	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 )
 
 // link is two network namespaces joined by a veth pair: the server side
@@ -22,12 +19,7 @@ type link struct {
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces (run the tests as root, as .ci/run does)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: the ip command (iproute2) is not installed")
-	}
+	netns.Require(t)
 }
 
 func run(t testing.TB, args ...string) {
@@ -42,51 +34,36 @@ func run(t testing.TB, args ...string) {
 func newLink(t testing.TB, cliMAC string) link {
 	t.Helper()
 	needRoot(t)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	l := link{srv: "bmdhcp-s-" + id, cli: "bmdhcp-c-" + id}
-	run(t, "ip", "netns", "add", l.srv)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.srv).Run() }) // test cleanup
-	run(t, "ip", "netns", "add", l.cli)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", l.cli).Run() }) // test cleanup
-	run(t, "ip", "-n", l.srv, "link", "set", "lo", "up")
-	run(t, "ip", "-n", l.cli, "link", "set", "lo", "up")
-	run(t, "ip", "-n", l.srv, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli", "netns", l.cli)
-	run(t, "ip", "-n", l.cli, "link", "set", "vcli", "address", cliMAC)
-	run(t, "ip", "-n", l.srv, "addr", "add", "10.99.0.1/16", "dev", "vsrv")
-	run(t, "ip", "-n", l.srv, "link", "set", "vsrv", "up")
-	run(t, "ip", "-n", l.cli, "link", "set", "vcli", "up")
-	return l
-}
-
-// in runs fn on a thread switched into namespace ns. Sockets made in fn
-// stay in ns after it returns, whichever thread later uses them.
-func in(t testing.TB, ns string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("open own netns: %v", err)
-	}
-	defer func() { _ = orig.Close() }() // test cleanup
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("open netns %s: %v", ns, err)
-	}
-	defer func() { _ = target.Close() }() // test cleanup
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("enter netns %s: %v", ns, err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: the runtime ends it with the goroutine.
-			panic(fmt.Sprintf("leave netns %s: %v", ns, err))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var sides [2]*netns.NS
+	for i, prefix := range []string{"bmdhcp-s", "bmdhcp-c"} {
+		ns, err := netns.New(ctx, prefix)
+		if err != nil {
+			t.Fatal(err)
 		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
+		t.Cleanup(func() {
+			if err := ns.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		sides[i] = ns
+	}
+	srv, cli := sides[0], sides[1]
+	if err := netns.AddVeth(ctx, srv, "vsrv", "", cli, "vcli", cliMAC); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ns   *netns.NS
+		args []string
+	}{
+		{srv, []string{"addr", "add", "10.99.0.1/16", "dev", "vsrv"}},
+		{srv, []string{"link", "set", "vsrv", "up"}},
+		{cli, []string{"link", "set", "vcli", "up"}},
+	} {
+		if err := c.ns.Run(ctx, "ip", c.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return link{srv: srv.Name, cli: cli.Name}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -26,7 +27,7 @@ func TestPeerNclient4(t *testing.T) {
 	s := testServer(t, ModeReservation, st, prometheus.NewRegistry())
 
 	var conn net.PacketConn
-	in(t, l.srv, func() {
+	netns.In(t, l.srv, func() {
 		c, err := server4.NewIPv4UDPConn("vsrv", &net.UDPAddr{Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatal(err)
@@ -43,7 +44,7 @@ func TestPeerNclient4(t *testing.T) {
 	})
 
 	var client *nclient4.Client
-	in(t, l.cli, func() {
+	netns.In(t, l.cli, func() {
 		c, err := nclient4.New("vcli", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(2))
 		if err != nil {
 			t.Fatal(err)
@@ -105,7 +106,7 @@ func TestPeerNclient4(t *testing.T) {
 		t.Fatal(err)
 	}
 	var relConn net.PacketConn
-	in(t, l.cli, func() {
+	netns.In(t, l.cli, func() {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 99, 0, 10), Port: dhcpv4.ClientPort})
 		if err != nil {
 			t.Fatal(err)
@@ -130,7 +131,7 @@ func TestPeerNclient4(t *testing.T) {
 
 	// An unknown MAC gets nothing.
 	var stranger *nclient4.Client
-	in(t, l.cli, func() {
+	netns.In(t, l.cli, func() {
 		c, err := nclient4.New("vcli", nclient4.WithHWAddr(macOther), nclient4.WithTimeout(time.Second), nclient4.WithRetry(1))
 		if err != nil {
 			t.Fatal(err)
@@ -155,14 +156,14 @@ func TestPeerRelay(t *testing.T) {
 	defer cancel()
 	s := testServer(t, ModeReservation, testStore(t, true), nil)
 	var srvConn, relay net.PacketConn
-	in(t, l.srv, func() {
+	netns.In(t, l.srv, func() {
 		c, err := server4.NewIPv4UDPConn("vsrv", &net.UDPAddr{Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatal(err)
 		}
 		srvConn = c
 	})
-	in(t, l.cli, func() {
+	netns.In(t, l.cli, func() {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 99, 0, 2), Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -198,7 +199,7 @@ func benchProvisiond(b *testing.B, l link, dir, name string, hosts []benchHost, 
 	log := slog.New(slog.NewTextHandler(tWriter{b}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s := New(st, log, nil, Options{Mode: ModeReservation, ServerIP: serverIP, HTTPBase: "http://10.99.0.1:8080", LeaseReuse: leaseReuse})
 	var conn net.PacketConn
-	in(b, l.srv, func() {
+	netns.In(b, l.srv, func() {
 		c, err := server4.NewIPv4UDPConn("vsrv", &net.UDPAddr{Port: dhcpv4.ServerPort})
 		if err != nil {
 			b.Fatal(err)

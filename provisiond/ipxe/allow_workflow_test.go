@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/ipxe"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
@@ -31,22 +31,14 @@ func (r *runningTokens) MintAgentToken(context.Context, string) (string, string,
 // allowPXE and allowWorkflow). A server that may netboot but not run a
 // workflow gets no token minted at all.
 func TestAllowWorkflowGatesTheAgent(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	st := teststore.Open(t)
 	macs := map[store.Netboot]string{
 		{AllowPXE: true, AllowWorkflow: true}:  "52:54:00:00:01:01",
 		{AllowPXE: true, AllowWorkflow: false}: "52:54:00:00:01:02",
 		{AllowPXE: false, AllowWorkflow: true}: "52:54:00:00:01:03",
 		{}:                                     "52:54:00:00:01:04",
 	}
-	err = st.Update(context.Background(), func(tx *store.Tx) error {
+	err := st.Update(context.Background(), func(tx *store.Tx) error {
 		for nb, mac := range macs {
 			h := store.Hardware{ID: "hw-" + strings.ReplaceAll(mac[12:], ":", ""), Interfaces: []store.Interface{{MAC: mac}}, Netboot: nb}
 			if err := tx.CreateHardware(h); err != nil {

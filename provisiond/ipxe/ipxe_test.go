@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -49,16 +50,8 @@ func (f *fakeTokens) MintAgentToken(_ context.Context, hw string) (string, strin
 
 func testStore(t testing.TB) *store.Store {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	err = st.Update(context.Background(), func(tx *store.Tx) error {
+	st := teststore.Open(t)
+	err := st.Update(context.Background(), func(tx *store.Tx) error {
 		for _, h := range []store.Hardware{
 			{ID: "hw-1", Hostname: "node1", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:01", IP: "192.0.2.10/24"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},
 			{ID: "hw-2", Interfaces: []store.Interface{{MAC: "52:54:00:00:00:02", IP: "192.0.2.11/24"}}, Netboot: store.Netboot{AllowPXE: true, AllowWorkflow: true}},

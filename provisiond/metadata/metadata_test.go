@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/teststore"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -41,17 +41,9 @@ type fixture struct {
 
 func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	st := teststore.Open(t)
 	ctx := context.Background()
-	err = st.Update(ctx, func(tx *store.Tx) error {
+	err := st.Update(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateTemplate(store.Template{ID: "tpl", Name: "ubuntu", Content: "version: \"0.1\"\n"}); err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/rackform/terraform-provider-baremetal/internal/lab"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 )
 
 // ipxeROM is the NIC boot ROM QEMU loads for virtio-net (Debian's
@@ -102,7 +103,7 @@ func bootIPXE(t *testing.T, bridge, responder bool) time.Duration {
 	var stop func()
 	if responder {
 		r = New(testLogger(t), nil, Options{Interface: dev})
-		stop = serveIn(t, ns, r)
+		stop = serveIn(t, ns.Name, r)
 		defer stop()
 	}
 
@@ -168,7 +169,7 @@ func serveDHCP(t *testing.T, ns *lab.NetNS, dev string, server, client net.IP) f
 	}
 	var s *server4.Server
 	var err error
-	in(t, ns, func() { s, err = server4.NewServer(dev, &net.UDPAddr{Port: dhcpv4.ServerPort}, handler) })
+	netns.In(t, ns.Name, func() { s, err = server4.NewServer(dev, &net.UDPAddr{Port: dhcpv4.ServerPort}, handler) })
 	if err != nil {
 		t.Fatalf("DHCP server on %s: %v", dev, err)
 	}

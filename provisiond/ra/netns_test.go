@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rackform/terraform-provider-baremetal/internal/lab"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/netns"
 )
 
 // Addresses of the two ends of the test link. cliMAC is in QEMU's range,
@@ -56,23 +56,22 @@ func (w tWriter) Write(p []byte) (int, error) {
 // is off so the link-local addresses are usable at once. Nothing leaves the
 // namespaces; both are deleted in cleanup.
 type link struct {
-	srv, cli     *lab.NetNS
+	srv, cli     *netns.NS
 	srvLL, cliLL netip.Addr
 }
 
 func newLink(t *testing.T) link {
 	t.Helper()
-	lab.RequireRoot(t)
-	lab.RequireBinaries(t, "ip", "sysctl")
+	netns.Require(t, "sysctl")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var l link
 	var err error
 	for _, ns := range []struct {
-		p      **lab.NetNS
+		p      **netns.NS
 		prefix string
 	}{{&l.srv, "bmra-s"}, {&l.cli, "bmra-c"}} {
-		if *ns.p, err = lab.NewNetNS(ctx, ns.prefix); err != nil {
+		if *ns.p, err = netns.New(ctx, ns.prefix); err != nil {
 			t.Fatal(err)
 		}
 		n := *ns.p
@@ -82,16 +81,17 @@ func newLink(t *testing.T) link {
 			}
 		})
 	}
-	must := func(ns *lab.NetNS, args ...string) {
+	must := func(ns *netns.NS, args ...string) {
 		t.Helper()
 		if err := ns.Run(ctx, args[0], args[1:]...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(l.srv, "ip", "link", "add", "vsrv", "address", srvMAC.String(), "type", "veth",
-		"peer", "name", "vcli", "address", cliMAC.String(), "netns", l.cli.Name)
+	if err := netns.AddVeth(ctx, l.srv, "vsrv", srvMAC.String(), l.cli, "vcli", cliMAC.String()); err != nil {
+		t.Fatal(err)
+	}
 	for _, side := range []struct {
-		ns  *lab.NetNS
+		ns  *netns.NS
 		dev string
 	}{{l.srv, "vsrv"}, {l.cli, "vcli"}} {
 		must(side.ns, "sysctl", "-q", "-w", "net.ipv6.conf."+side.dev+".accept_dad=0")
@@ -105,13 +105,13 @@ func newLink(t *testing.T) link {
 
 // waitLinkLocal returns dev's link-local address once the kernel has made it
 // (when the veth's carrier comes up).
-func waitLinkLocal(t *testing.T, ns *lab.NetNS, dev string) netip.Addr {
+func waitLinkLocal(t *testing.T, ns *netns.NS, dev string) netip.Addr {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var ll netip.Addr
 		var err error
-		in(t, ns, func() {
+		netns.In(t, ns.Name, func() {
 			var ifi *net.Interface
 			if ifi, err = net.InterfaceByName(dev); err == nil {
 				_, ll, err = linkLocal(ifi.Index)
@@ -127,53 +127,19 @@ func waitLinkLocal(t *testing.T, ns *lab.NetNS, dev string) netip.Addr {
 	}
 }
 
-// setns moves the calling thread into namespace ns.
-func setns(ns *lab.NetNS) error {
-	f, err := os.Open("/var/run/netns/" + ns.Name)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }() // a namespace handle, only read
-	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-}
-
-// in runs fn on a thread switched into ns, then switches it back. Sockets
-// made in fn stay in ns whichever thread uses them later.
-func in(t testing.TB, ns *lab.NetNS, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("open own netns: %v", err)
-	}
-	defer func() { _ = orig.Close() }() // a namespace handle, only read
-	if err := setns(ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("enter netns %s: %v", ns.Name, err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(fmt.Sprintf("leave netns %s: %v", ns.Name, err)) // the locked thread dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
-}
-
 // serveIn runs r.Serve inside ns on a thread of its own until stop is
 // called or the test ends. stop checks that Serve returned nil promptly;
 // once it has, every counter Serve touches is final, which is when tests
 // read them (the peer may see an advertisement before the responder has
 // counted it).
-func serveIn(t *testing.T, ns *lab.NetNS, r *Responder) (stop func()) {
+func serveIn(t *testing.T, ns string, r *Responder) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread, left in ns, ends with the goroutine.
 		runtime.LockOSThread()
-		if err := setns(ns); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", ns.Name, err)
+		if err := netns.Enter(ns); err != nil {
+			errc <- err
 			return
 		}
 		errc <- r.Serve(ctx)
@@ -234,7 +200,7 @@ func newPeer(t *testing.T, l link) *peer {
 	p := &peer{ras: make(chan advert, 64)}
 	var err error
 	var c *icmp.PacketConn
-	in(t, l.cli, func() {
+	netns.In(t, l.cli.Name, func() {
 		var ifi *net.Interface
 		if ifi, err = net.InterfaceByName("vcli"); err != nil {
 			return
@@ -364,11 +330,11 @@ func checkNoRouter(t *testing.T, a advert, l link) {
 func TestAnswersSolicitation(t *testing.T) {
 	l := newLink(t)
 	r := newResponder(t, Options{})
-	stop := serveIn(t, l.srv, r)
+	stop := serveIn(t, l.srv.Name, r)
 
 	var c *ndp.Conn
 	var err error
-	in(t, l.cli, func() {
+	netns.In(t, l.cli.Name, func() {
 		var ifi *net.Interface
 		if ifi, err = net.InterfaceByName("vcli"); err == nil {
 			// Under its index as name, for the reason listen gives.
@@ -455,7 +421,7 @@ func TestAnswersSolicitation(t *testing.T) {
 func TestRdisc6(t *testing.T) {
 	lab.RequireBinaries(t, "rdisc6")
 	l := newLink(t)
-	serveIn(t, l.srv, newResponder(t, Options{}))
+	serveIn(t, l.srv.Name, newResponder(t, Options{}))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -500,7 +466,7 @@ func TestRdisc6(t *testing.T) {
 func TestIgnores(t *testing.T) {
 	l := newLink(t)
 	r := newResponder(t, Options{})
-	stop := serveIn(t, l.srv, r)
+	stop := serveIn(t, l.srv.Name, r)
 	p := newPeer(t, l)
 	p.solicit(t)
 
@@ -601,13 +567,13 @@ func TestUnspecifiedSourceMulticastRateLimited(t *testing.T) {
 	const gap = 600 * time.Millisecond
 	l := newLink(t)
 	r := newResponder(t, Options{MinDelayBetweenRAs: gap, MaxRADelay: 100 * time.Millisecond})
-	stop := serveIn(t, l.srv, r)
+	stop := serveIn(t, l.srv.Name, r)
 	p := newPeer(t, l)
 	p.solicit(t) // the responder is up
 
 	var fd int
 	var err error
-	in(t, l.cli, func() {
+	netns.In(t, l.cli.Name, func() {
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IPV6)))
 	})
 	if err != nil {
@@ -670,15 +636,14 @@ func TestServeNoInterface(t *testing.T) {
 // link-local address yet (a tap or bridge without carrier), counts what it
 // cannot answer, and answers once the address appears.
 func TestServeWaitsForLinkLocal(t *testing.T) {
-	lab.RequireRoot(t)
-	lab.RequireBinaries(t, "ip")
+	netns.Require(t)
 	// Build the link but hold vsrv's address back: addr_gen_mode none makes
 	// no link-local when it comes up.
 	l := link{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	if l.srv, err = lab.NewNetNS(ctx, "bmra-s"); err != nil {
+	if l.srv, err = netns.New(ctx, "bmra-s"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -686,7 +651,7 @@ func TestServeWaitsForLinkLocal(t *testing.T) {
 			t.Errorf("remove netns: %v", err)
 		}
 	})
-	if l.cli, err = lab.NewNetNS(ctx, "bmra-c"); err != nil {
+	if l.cli, err = netns.New(ctx, "bmra-c"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -695,7 +660,7 @@ func TestServeWaitsForLinkLocal(t *testing.T) {
 		}
 	})
 	for _, s := range []struct {
-		ns   *lab.NetNS
+		ns   *netns.NS
 		args []string
 	}{
 		{l.srv, []string{"ip", "link", "add", "vsrv", "address", srvMAC.String(), "type", "veth", "peer", "name", "vcli", "address", cliMAC.String(), "netns", l.cli.Name}},
@@ -713,7 +678,7 @@ func TestServeWaitsForLinkLocal(t *testing.T) {
 	}
 	l.cliLL = waitLinkLocal(t, l.cli, "vcli")
 	r := newResponder(t, Options{})
-	serveIn(t, l.srv, r)
+	serveIn(t, l.srv.Name, r)
 	p := newPeer(t, l)
 
 	// Until the address exists, solicitations are counted as unanswerable.

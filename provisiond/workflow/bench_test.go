@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
 
@@ -29,7 +30,7 @@ func BenchmarkWorkflows(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		power := newFakePower()
+		power := fakepower.New()
 		opts := testOptions()
 		opts.BootTimeout, opts.HeartbeatTimeout = time.Minute, time.Minute
 		eng := New(st, quiet(), prometheus.NewRegistry(), power, opts)

@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"fmt"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
 	"path/filepath"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func BenchmarkStateCollector(b *testing.B) {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	New(st, quiet(), reg, newFakePower(), testOptions())
+	New(st, quiet(), reg, fakepower.New(), testOptions())
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {

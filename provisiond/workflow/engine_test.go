@@ -8,70 +8,15 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 )
-
-// fakePower is a BMC that records calls and keeps power and boot state.
-type fakePower struct {
-	mu      sync.Mutex
-	calls   []string
-	power   map[string]string
-	failOps map[string]error // "bootdev pxe" → error
-}
-
-func newFakePower() *fakePower {
-	return &fakePower{power: map[string]string{}, failOps: map[string]error{}}
-}
-
-func (f *fakePower) record(op string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, op)
-	return f.failOps[op]
-}
-
-func (f *fakePower) PowerState(ctx context.Context, hw store.Hardware) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s, ok := f.power[hw.ID]; ok {
-		return s, nil
-	}
-	return "off", nil
-}
-
-func (f *fakePower) SetPower(ctx context.Context, hw store.Hardware, action string) error {
-	if err := f.record(hw.ID + " power " + action); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch action {
-	case "on", "cycle", "reset":
-		f.power[hw.ID] = "on"
-	case "off", "soft":
-		f.power[hw.ID] = "off"
-	}
-	return nil
-}
-
-func (f *fakePower) SetBootDevice(ctx context.Context, hw store.Hardware, device string, persistent, efi bool) error {
-	err := f.record(fmt.Sprintf("%s bootdev %s persistent=%v", hw.ID, device, persistent))
-	if errors.Is(err, errHang) {
-		<-ctx.Done() // a BMC that never answers: only the caller's deadline ends the call
-		return fmt.Errorf("BMC did not answer: %w", ctx.Err())
-	}
-	return err
-}
-
-// errHang makes a fakePower call block until its context ends.
-var errHang = errors.New("hang")
 
 // permanentErr is a BMC error that says trying again cannot help, as the
 // bmc package's ErrAuth does.
@@ -79,18 +24,6 @@ type permanentErr struct{}
 
 func (permanentErr) Error() string   { return "BMC refused the credentials" }
 func (permanentErr) Permanent() bool { return true }
-
-func (f *fakePower) Calls() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
-}
-
-func (f *fakePower) fail(op string, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.failOps[op] = err
-}
 
 const twoActions = `version: "0.1"
 name: two
@@ -118,7 +51,7 @@ tasks:
 type harness struct {
 	t      *testing.T
 	st     *store.Store
-	power  *fakePower
+	power  *fakepower.Power
 	eng    *Engine
 	cancel context.CancelFunc
 	done   chan error
@@ -138,7 +71,7 @@ func testOptions() Options {
 // newHarness opens a file store in a temp dir and serves an engine on it.
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
-	h := &harness{t: t, power: newFakePower(), path: filepath.Join(t.TempDir(), "provisiond.db")}
+	h := &harness{t: t, power: fakepower.New(), path: filepath.Join(t.TempDir(), "provisiond.db")}
 	st, err := store.Open(h.path, store.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -546,7 +479,7 @@ func TestBMCFailure(t *testing.T) {
 		h := newHarness(t, testOptions())
 		h.addHardware("n1", "ipmi", "/dev/sda")
 		h.addTemplate("tpl", twoActions)
-		h.power.fail("n1 bootdev pxe persistent=false", errors.New("connection refused"))
+		h.power.FailCall("n1 bootdev pxe persistent=false", errors.New("connection refused"))
 		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 		w := h.waitFor(id, "failure", stateIs(store.StateFailed))
 		if !strings.HasPrefix(w.Error, "BMC: boot device pxe (one time) failed 3 times in ") || !strings.HasSuffix(w.Error, ": connection refused") {
@@ -560,7 +493,7 @@ func TestBMCFailure(t *testing.T) {
 		h := newHarness(t, testOptions())
 		h.addHardware("n1", "ipmi", "/dev/sda")
 		h.addTemplate("tpl", twoActions)
-		h.power.fail("n1 bootdev pxe persistent=false", permanentErr{})
+		h.power.FailCall("n1 bootdev pxe persistent=false", permanentErr{})
 		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 		w := h.waitFor(id, "failure", stateIs(store.StateFailed))
 		if w.Error != "BMC: boot device pxe (one time) failed, and trying again cannot help: BMC refused the credentials" {
@@ -576,7 +509,7 @@ func TestBMCFailure(t *testing.T) {
 		h := newHarness(t, opts)
 		h.addHardware("n1", "ipmi", "/dev/sda")
 		h.addTemplate("tpl", twoActions)
-		h.power.fail("n1 bootdev pxe persistent=false", errHang)
+		h.power.FailCall("n1 bootdev pxe persistent=false", fakepower.ErrHang)
 		start := time.Now()
 		id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 		w := h.waitFor(id, "failure", stateIs(store.StateFailed))
@@ -1187,12 +1120,12 @@ tasks:
 			h.addHardware("n1", "ipmi", tc.disks...)
 			h.addTemplate("tpl", tc.tpl)
 			if name == "failed at the BMC" {
-				h.power.fail("n1 bootdev pxe persistent=false", permanentErr{})
+				h.power.FailCall("n1 bootdev pxe persistent=false", permanentErr{})
 			}
 			id := h.provision("n1", "tpl", map[string]string{"image": "x"})
 			tc.until(h, id)
 			if name == "failed at the BMC" {
-				h.power.fail("n1 bootdev pxe persistent=false", nil)
+				h.power.FailCall("n1 bootdev pxe persistent=false", nil)
 			}
 			before := len(h.power.Calls())
 			m, err := h.eng.Deprovision(context.Background(), "n1", "quick")

@@ -6,30 +6,29 @@ package simbmc
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/fakepower"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/store"
 	"github.com/rackform/terraform-provider-baremetal/provisiond/workflow"
 )
 
 // BMC plays the BMCs of many servers at once, for tests where a real
 // ipmi_sim BMC and agent per server would cost more than they prove (the
-// real peers have tests of their own). It keeps power and boot device per
-// hardware. Powering a server on (or resetting it) with boot device PXE
-// "boots" it into the agent OS: a simulated agent takes the token the
-// engine mints for the boot, asks for actions and reports each done, as
-// the real agent does over gRPC. Use it with daemon.WithPower and set
-// Engine before the first power-on.
+// real peers have tests of their own). Its power and boot device are the
+// test kit's fake BMC (fakepower), whose Calls it shows. Powering a server
+// on (or resetting it) with boot device PXE "boots" it into the agent OS:
+// a simulated agent takes the token the engine mints for the boot, asks
+// for actions and reports each done, as the real agent does over gRPC.
+// Use it with daemon.WithPower and set Engine before the first power-on.
 type BMC struct {
+	*fakepower.Power
 	// Engine is the workflow engine the simulated agents talk to.
 	Engine *workflow.Engine
 
 	ctx    context.Context
 	mu     sync.Mutex
-	power  map[string]string
-	boot   map[string]string
 	fail   map[string]string        // hardware id → action that fails
 	hold   map[string]chan struct{} // hardware id → gate
 	refuse map[string]error         // hardware id → what its BMC answers
@@ -43,7 +42,8 @@ type Cleaner interface{ Cleanup(func()) }
 // New returns a BMC whose agents stop when the test ends.
 func New(t Cleaner) *BMC {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &BMC{ctx: ctx, power: map[string]string{}, boot: map[string]string{}, fail: map[string]string{}, hold: map[string]chan struct{}{}, refuse: map[string]error{}}
+	b := &BMC{Power: fakepower.New(), ctx: ctx, fail: map[string]string{}, hold: map[string]chan struct{}{}, refuse: map[string]error{}}
+	b.OnBoot(b.booted)
 	t.Cleanup(func() { cancel(); b.agents.Wait() })
 	return b
 }
@@ -75,6 +75,36 @@ func (b *BMC) Refuse(hwID string, err error) {
 	b.refuse[hwID] = err
 }
 
+func (b *BMC) refused(hwID string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.refuse[hwID]
+}
+
+// PowerState implements workflow.Power; a refusing BMC answers its error.
+func (b *BMC) PowerState(ctx context.Context, hw store.Hardware) (string, error) {
+	if err := b.refused(hw.ID); err != nil {
+		return "", err
+	}
+	return b.Power.PowerState(ctx, hw)
+}
+
+// SetPower implements workflow.Power; a refusing BMC answers its error.
+func (b *BMC) SetPower(ctx context.Context, hw store.Hardware, action string) error {
+	if err := b.refused(hw.ID); err != nil {
+		return err
+	}
+	return b.Power.SetPower(ctx, hw, action)
+}
+
+// SetBootDevice implements workflow.Power; a refusing BMC answers its error.
+func (b *BMC) SetBootDevice(ctx context.Context, hw store.Hardware, device string, persistent, efi bool) error {
+	if err := b.refused(hw.ID); err != nil {
+		return err
+	}
+	return b.Power.SetBootDevice(ctx, hw, device, persistent, efi)
+}
+
 // OnDiskBoot runs fn, in a goroutine of its own, for every boot from disk
 // (power on or reset with boot device disk): the installed OS.
 func (b *BMC) OnDiskBoot(fn func(ctx context.Context, hw store.Hardware)) {
@@ -83,57 +113,19 @@ func (b *BMC) OnDiskBoot(fn func(ctx context.Context, hw store.Hardware)) {
 	b.osBoot = fn
 }
 
-// PowerState implements workflow.Power.
-func (b *BMC) PowerState(_ context.Context, hw store.Hardware) (string, error) {
+// booted starts what the boot device boots: the agent OS or the installed one.
+func (b *BMC) booted(hw store.Hardware, device string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.refuse[hw.ID]; err != nil {
-		return "", err
+	switch {
+	case device == "pxe":
+		b.agents.Add(1)
+		go b.runAgent(hw.ID, b.fail[hw.ID], b.hold[hw.ID])
+	case device == "disk" && b.osBoot != nil:
+		b.agents.Add(1)
+		fn := b.osBoot
+		go func() { defer b.agents.Done(); fn(b.ctx, hw) }()
 	}
-	if s, ok := b.power[hw.ID]; ok {
-		return s, nil
-	}
-	return "off", nil
-}
-
-// SetPower implements workflow.Power.
-func (b *BMC) SetPower(_ context.Context, hw store.Hardware, action string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.refuse[hw.ID]; err != nil {
-		return err
-	}
-	was := b.power[hw.ID]
-	switch action {
-	case "on", "cycle", "reset":
-		b.power[hw.ID] = "on"
-		booted := was != "on" || action != "on"
-		if booted && b.boot[hw.ID] == "pxe" {
-			b.agents.Add(1)
-			go b.runAgent(hw.ID, b.fail[hw.ID], b.hold[hw.ID])
-		}
-		if booted && b.boot[hw.ID] == "disk" && b.osBoot != nil {
-			b.agents.Add(1)
-			fn := b.osBoot
-			go func() { defer b.agents.Done(); fn(b.ctx, hw) }()
-		}
-	case "off", "soft":
-		b.power[hw.ID] = "off"
-	default:
-		return fmt.Errorf("unknown power action %q", action)
-	}
-	return nil
-}
-
-// SetBootDevice implements workflow.Power.
-func (b *BMC) SetBootDevice(_ context.Context, hw store.Hardware, device string, _, _ bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.refuse[hw.ID]; err != nil {
-		return err
-	}
-	b.boot[hw.ID] = device
-	return nil
 }
 
 // runAgent is the agent OS of one boot.

@@ -4,18 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit"
+	"github.com/rackform/terraform-provider-baremetal/internal/testkit/ipmisim"
 )
 
-// IPMISim is a running OpenIPMI ipmi_sim: a real IPMI v2 LAN (lanplus) BMC
-// on 127.0.0.1. Its chassis_control script keeps the power state (0/1) in
+// IPMISim is a running OpenIPMI ipmi_sim (the test kit's, internal/testkit/ipmisim):
+// a real IPMI v2 LAN (lanplus) BMC on 127.0.0.1. Its chassis_control script keeps the power state (0/1) in
 // Dir/power and the boot device in Dir/boot, and appends every call to
 // Dir/calls.
 type IPMISim struct {
@@ -25,19 +24,11 @@ type IPMISim struct {
 	Password string
 	Dir      string
 
-	cmd  *exec.Cmd
-	done chan struct{}
+	sim *ipmisim.Sim
 }
 
 // IPMIToolsMissing returns why ipmi_sim tests cannot run here, or "".
-func IPMIToolsMissing() string {
-	for _, b := range []string{"ipmi_sim", "ipmitool"} {
-		if _, err := exec.LookPath(b); err != nil {
-			return b + " not found on PATH (Debian packages openipmi and ipmitool)"
-		}
-	}
-	return ""
-}
+func IPMIToolsMissing() string { return ipmisim.ToolsMissing() }
 
 // chassisControl is called by ipmi_sim as `SCRIPT 0x20 get power boot` or
 // `SCRIPT 0x20 set power 1 [boot pxe ...]`. It must be fast: ipmi_sim
@@ -78,89 +69,30 @@ func StartIPMISim(ctx context.Context, dir, user, password string) (*IPMISim, er
 	if err := os.WriteFile(script, []byte(chassisControl), 0o755); err != nil {
 		return nil, err
 	}
-	emu := filepath.Join(dir, "sim.emu")
-	if err := os.WriteFile(emu, []byte("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"), 0o644); err != nil {
-		return nil, err
-	}
-	state := filepath.Join(dir, "state")
-	if err := os.MkdirAll(state, 0o755); err != nil {
-		return nil, err
-	}
 	var lastErr error
 	for try := 0; try < 5; try++ {
-		port, err := freeUDPPort()
+		port, err := testkit.FreeUDPPort()
 		if err != nil {
 			return nil, err
 		}
-		conf := filepath.Join(dir, "lan.conf")
-		lan := fmt.Sprintf(`name "sim"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s 0x20"
-  user 2 true "%s" "%s" admin 10 none md2 md5 straight
-`, port, script, user, password)
-		if err := os.WriteFile(conf, []byte(lan), 0o600); err != nil {
-			return nil, err
-		}
-		log, err := os.Create(filepath.Join(dir, fmt.Sprintf("ipmi_sim.%d.log", try)))
+		sim, err := ipmisim.Start(ctx, ipmisim.Config{
+			Name: "sim", Dir: dir, Port: port, Script: script,
+			Users: []ipmisim.User{{ID: 2, Name: user, Password: password, Priv: "admin"}},
+			Log:   filepath.Join(dir, fmt.Sprintf("ipmi_sim.%d.log", try)), Group: true, ReadyTimeout: 10 * time.Second,
+		})
 		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command("ipmi_sim", "-c", conf, "-f", emu, "-s", state, "-n")
-		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			_ = log.Close() // never written: ipmi_sim did not start
-			return nil, fmt.Errorf("start ipmi_sim: %w", err)
-		}
-		s := &IPMISim{Host: "127.0.0.1", Port: port, User: user, Password: password, Dir: dir, cmd: cmd, done: make(chan struct{})}
-		// ipmi_sim wrote through its own descriptor: closing ours loses nothing.
-		go func() { _ = cmd.Wait(); _ = log.Close(); close(s.done) }()
-		if err := s.waitReady(ctx); err != nil {
-			s.Close()
 			lastErr = err
 			continue
 		}
-		return s, nil
+		return &IPMISim{Host: "127.0.0.1", Port: port, User: user, Password: password, Dir: dir, sim: sim}, nil
 	}
 	return nil, fmt.Errorf("ipmi_sim did not come up: %w", lastErr)
 }
 
-func (s *IPMISim) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			return errors.New("ipmi_sim exited")
-		default:
-		}
-		c, cancel := context.WithTimeout(ctx, 3*time.Second)
-		out, err := s.IPMITool(c, "chassis", "power", "status")
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("ipmitool chassis power status: %v: %s", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // IPMITool runs ipmitool against the simulator (for checks in tests).
 func (s *IPMISim) IPMITool(ctx context.Context, args ...string) (string, error) {
-	a := append([]string{"-I", "lanplus", "-C", "3", "-H", s.Host, "-p", strconv.Itoa(s.Port), "-U", s.User, "-E", "-N", "1", "-R", "2"}, args...)
-	cmd := exec.CommandContext(ctx, "ipmitool", a...)
-	cmd.Env = append(os.Environ(), "IPMITOOL_PASSWORD="+s.Password)
-	out, err := cmd.CombinedOutput()
+	c := ipmisim.Client{Port: s.Port, User: s.User, Password: s.Password}
+	out, err := c.Command(ctx, append([]string{"-N", "1", "-R", "2"}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -194,22 +126,4 @@ func (s *IPMISim) read(name string) string {
 }
 
 // Close kills the simulator (by its process group) and waits for it.
-func (s *IPMISim) Close() {
-	if s.cmd.Process != nil {
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	}
-	<-s.done
-}
-
-func freeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	// The port is only free for the caller once this socket is closed.
-	if err := c.Close(); err != nil {
-		return 0, err
-	}
-	return port, nil
-}
+func (s *IPMISim) Close() { s.sim.Close() }

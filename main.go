@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 
+	"github.com/rackform/terraform-provider-baremetal/internal/pluginlog"
 	"github.com/rackform/terraform-provider-baremetal/provider"
 )
 
@@ -26,6 +27,7 @@ func main() {
 		return
 	}
 
+	pluginlog.Quiet("baremetal")
 	err := providerserver.Serve(context.Background(), provider.New(version), providerserver.ServeOpts{
 		Address:         "registry.terraform.io/rackform/baremetal",
 		Debug:           debug,

@@ -2,10 +2,8 @@ package provider
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -83,10 +81,14 @@ resource "baremetal_machine" "sec" {
 // reading the machine back shows no drift (the sensitive parameter that
 // provisiond returns among the plain ones stays sensitive).
 //
-// Not parallel: it sets the process environment.
+// It runs with every CLI of TF_ACC_TERRAFORM_WO_PATHS (Terraform 1.11+ and
+// OpenTofu in make test). Not parallel: it sets the process environment.
 func TestAccMachineSecrets(t *testing.T) {
 	requireAcc(t)
-	useWriteOnlyTerraform(t)
+	forEachWriteOnlyBinary(t, func(t *testing.T, _ tfBinary) { testMachineSecrets(t) })
+}
+
+func testMachineSecrets(t *testing.T) {
 	d, _ := startSimLab(t)
 	password := "pw-canary-" + store.NewID()[:12]
 	userData1 := "#cloud-config\n# ud-canary-1-" + store.NewID()[:12] + "\n"
@@ -181,34 +183,6 @@ func TestAccMachineSecrets(t *testing.T) {
 			t.Errorf("the %s appears in provisiond's log", name)
 		}
 	}
-}
-
-// useWriteOnlyTerraform points terraform-plugin-testing at a Terraform that
-// knows write-only attributes (1.11+): TF_ACC_TERRAFORM_WO_PATH, which
-// make test sets (the 1.5.7 it builds cannot; Terraform 1.11 cannot be
-// built from the module proxy, so the machine image carries one). The
-// test skips without one, which fails CI's skip gate.
-func useWriteOnlyTerraform(t *testing.T) {
-	t.Helper()
-	path := os.Getenv("TF_ACC_TERRAFORM_WO_PATH")
-	if path == "" {
-		t.Skip("needs Terraform 1.11 or later for write-only attributes: set TF_ACC_TERRAFORM_WO_PATH")
-	}
-	out, err := exec.Command(path, "version", "-json").Output()
-	if err != nil {
-		t.Fatalf("TF_ACC_TERRAFORM_WO_PATH=%s: %v", path, err)
-	}
-	var v struct {
-		Version string `json:"terraform_version"`
-	}
-	if err := json.Unmarshal(out, &v); err != nil {
-		t.Fatalf("terraform version -json of %s: %v", path, err)
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(v.Version, "%d.%d", &major, &minor); err != nil || major < 1 || (major == 1 && minor < 11) {
-		t.Fatalf("TF_ACC_TERRAFORM_WO_PATH=%s is Terraform %s; write-only attributes need 1.11 or later", path, v.Version)
-	}
-	t.Setenv("TF_ACC_TERRAFORM_PATH", path)
 }
 
 func keys(m map[string]string) []string {

@@ -1,0 +1,404 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6/tf6server"
+)
+
+// The scale benchmarks (make bench-scale) print figures rather than pass
+// or fail on them: a no-change plan of many resources against its floor,
+// and an apply of many machines against an apply of one. They run only
+// with BENCH_SCALE=1, with the terraform of TF_ACC_TERRAFORM_PATH, the
+// provider served in the test process (TF_REATTACH_PROVIDERS) next to an
+// in-process provisiond with simulated BMCs and agents.
+
+const baremetalAddress = "registry.terraform.io/rackform/baremetal"
+
+func requireScaleBench(t *testing.T) {
+	t.Helper()
+	if os.Getenv("BENCH_SCALE") == "" {
+		t.Skip("scale benchmark: set BENCH_SCALE=1 (make bench-scale)")
+	}
+	if os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
+		t.Fatal("no terraform binary: run `make tools` or set TF_ACC_TERRAFORM_PATH")
+	}
+}
+
+// envInt is the integer environment variable name, else def.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}
+
+// reattach is one entry of TF_REATTACH_PROVIDERS.
+type reattach struct {
+	Protocol        string
+	ProtocolVersion int
+	Pid             int
+	Test            bool
+	Addr            struct{ Network, String string }
+}
+
+// serveProvider serves a provider from the test process, as
+// terraform-plugin-testing does, until the test ends; it returns the
+// provider's entry of TF_REATTACH_PROVIDERS.
+func serveProvider(t *testing.T, address string, factory func() tfprotov6.ProviderServer) reattach {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfgCh := make(chan *plugin.ReattachConfig, 1)
+	closed := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- tf6server.Serve(address, factory,
+			tf6server.WithDebug(ctx, cfgCh, closed),
+			tf6server.WithGoPluginLogger(hclog.NewNullLogger()),
+			tf6server.WithoutLogStderrOverride())
+	}()
+	var cfg *plugin.ReattachConfig
+	select {
+	case cfg = <-cfgCh:
+	case err := <-served:
+		cancel()
+		t.Fatalf("serve %s: %v", address, err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatalf("serve %s: no reattach configuration within 30s", address)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Errorf("provider %s did not stop within 10s", address)
+		}
+	})
+	r := reattach{Protocol: string(cfg.Protocol), ProtocolVersion: cfg.ProtocolVersion, Pid: cfg.Pid, Test: cfg.Test}
+	r.Addr.Network, r.Addr.String = cfg.Addr.Network(), cfg.Addr.String()
+	return r
+}
+
+// tfDir is a Terraform working directory driven by the CLI.
+type tfDir struct {
+	bin, dir string
+	env      []string
+}
+
+// newTFDir makes a working directory whose CLI runs the providers of
+// plugins (registry source → directory of its terraform-provider-NAME
+// binary, through dev_overrides, as Terraform runs any plugin) or reaches
+// those of reattach (served by this process).
+func newTFDir(t *testing.T, plugins map[string]string, providers map[string]reattach) *tfDir {
+	t.Helper()
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "TF_LOG") || strings.HasPrefix(kv, "TF_CLI_ARGS") || strings.HasPrefix(kv, "TF_REATTACH")
+	})
+	d := &tfDir{bin: os.Getenv("TF_ACC_TERRAFORM_PATH"), dir: t.TempDir()}
+	var rc strings.Builder
+	rc.WriteString("provider_installation {\n  dev_overrides {\n")
+	for src, dir := range plugins {
+		fmt.Fprintf(&rc, "    %q = %q\n", src, dir)
+	}
+	rc.WriteString("  }\n  direct {}\n}\n")
+	cli := filepath.Join(d.dir, "cli.tfrc")
+	if err := os.WriteFile(cli, []byte(rc.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "TF_CLI_CONFIG_FILE="+cli, "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1")
+	if len(providers) > 0 {
+		raw, err := json.Marshal(providers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, "TF_REATTACH_PROVIDERS="+string(raw))
+	}
+	d.env = env
+	return d
+}
+
+// buildPlugin builds a provider binary named terraform-provider-NAME into
+// a directory of its own and returns the directory.
+func buildPlugin(t *testing.T, name, pkg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(dir, "terraform-provider-"+name), pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return dir
+}
+
+// withEnv is d with more environment variables for the CLI and its plugins.
+func (d *tfDir) withEnv(kv ...string) *tfDir {
+	return &tfDir{bin: d.bin, dir: d.dir, env: append(slices.Clone(d.env), kv...)}
+}
+
+// write replaces the directory's configuration.
+func (d *tfDir) write(t *testing.T, config string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(d.dir, "main.tf"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs the CLI and returns how long it took and its exit code; a
+// code other than those in ok fails the test with the output.
+func (d *tfDir) run(t *testing.T, ok []int, args ...string) (time.Duration, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd.Dir, cmd.Env = d.dir, d.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	code := 0
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("terraform %s: %v", strings.Join(args, " "), err)
+	}
+	if !slices.Contains(ok, code) {
+		s := out.String()
+		if len(s) > 8000 {
+			s = s[:4000] + "\n...\n" + s[len(s)-4000:]
+		}
+		t.Fatalf("terraform %s: exit %d after %s:\n%s", strings.Join(args, " "), code, took.Round(time.Millisecond), s)
+	}
+	return took, code
+}
+
+// noChangePlan times a plan that must find nothing to change.
+func (d *tfDir) noChangePlan(t *testing.T, extra ...string) time.Duration {
+	t.Helper()
+	took, _ := d.run(t, []int{0}, append([]string{"plan", "-input=false", "-lock=false", "-detailed-exitcode"}, extra...)...)
+	return took
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+// scaleConfig is n servers with one machine each on the simulated lab,
+// machines of them installed.
+func scaleConfig(d *testDaemon, n, machines int) string {
+	tpl := "version: \"0.1\"\nname: scale\nglobal_timeout: 600\ntasks:\n  - name: install\n    actions:\n" +
+		"      - name: install\n        image: exec\n        timeout: 60\n        command: [\"true\"]\n"
+	return hcl(`
+terraform {
+  required_providers {
+    baremetal = { source = "rackform/baremetal" }
+  }
+}
+`, d.ProviderConfig(), fmt.Sprintf(`
+resource "baremetal_template" "scale" {
+  name    = "scale"
+  content = %q
+}
+
+resource "baremetal_hardware" "node" {
+  count    = %d
+  id       = "node${count.index}"
+  hostname = "node${count.index}"
+  interfaces = [{
+    mac = format("52:54:00:01:%%02x:%%02x", floor(count.index / 256), count.index %% 256)
+    ip  = "10.20.${floor(count.index / 250)}.${count.index %% 250 + 1}/16"
+  }]
+  disks = ["/dev/vda"]
+  bmc = {
+    driver   = "ipmi"
+    address  = "127.0.0.1"
+    username = "admin"
+    password = "bmc-pw"
+  }
+}
+
+resource "baremetal_machine" "node" {
+  count       = %d
+  hardware_id = baremetal_hardware.node[count.index].id
+  template_id = baremetal_template.scale.id
+  parameters  = { image = "v1" }
+  timeouts {
+    create = "10m"
+  }
+}
+`, tpl, n, machines))
+}
+
+// floorConfig is the same count of the floor provider's resources, the
+// machines depending on the hardware as above.
+func floorConfig(n int) string {
+	return fmt.Sprintf(`
+terraform {
+  required_providers {
+    floor = { source = "bench/floor" }
+  }
+}
+
+resource "floor_hardware" "node" {
+  count = %d
+  name  = "node${count.index}"
+  value = format("52:54:00:01:%%02x:%%02x", floor(count.index / 256), count.index %% 256)
+}
+
+resource "floor_machine" "node" {
+  count = %d
+  name  = floor_hardware.node[count.index].id
+  value = "v1"
+}
+`, n, n)
+}
+
+// TestScalePlan: a no-change plan of BENCH_SCALE_N (1,000)
+// baremetal_hardware and as many baremetal_machine against provisiond,
+// and of as many resources of the floor provider (benchfloor), in turns,
+// BENCH_SCALE_RUNS (3) times each; prints the medians and their ratio,
+// with and without refresh. BENCH_SCALE_PROFILE=FILE writes a CPU profile
+// of the test process (provider and provisiond) during one of our plans.
+func TestScalePlan(t *testing.T) {
+	requireScaleBench(t)
+	n, runs := envInt(t, "BENCH_SCALE_N", 1000), envInt(t, "BENCH_SCALE_RUNS", 3)
+	d, _ := startSimLab(t)
+	ours := newTFDir(t, map[string]string{"rackform/baremetal": buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")}, nil)
+	floor := newTFDir(t, map[string]string{"bench/floor": buildPlugin(t, "floor", "github.com/rackform/terraform-provider-baremetal/provider/internal/benchfloor/cmd/terraform-provider-floor")}, nil)
+
+	ours.write(t, scaleConfig(d, n, n))
+	took, _ := ours.run(t, []int{0}, "apply", "-input=false", "-auto-approve", "-parallelism=50")
+	t.Logf("setup: apply of %d hardware + %d machines (-parallelism=50): %s", n, n, secs(took))
+	floor.write(t, floorConfig(n))
+	took, _ = floor.run(t, []int{0}, "apply", "-input=false", "-auto-approve", "-parallelism=50")
+	t.Logf("setup: apply of %d + %d floor resources (-parallelism=50): %s", n, n, secs(took))
+
+	if p := os.Getenv("BENCH_SCALE_PROFILE"); p != "" {
+		profilePlan(t, d, ours, p)
+	}
+
+	// The plugins' log: off unless the CLI shows it (pluginlog.Quiet, both
+	// plugins' default), and terraform-plugin-log's own default, TRACE,
+	// which every plugin without Quiet writes for the CLI to drop.
+	trace := []string{"TF_LOG_SDK=trace", "TF_LOG_PROVIDER_BAREMETAL=trace", "TF_LOG_PROVIDER_FLOOR=trace"}
+	for _, logs := range []struct {
+		name string
+		env  []string
+	}{{"plugin log off (default)", nil}, {"plugin log at TRACE (framework default)", trace}} {
+		o, f := ours.withEnv(logs.env...), floor.withEnv(logs.env...)
+		for _, mode := range []struct {
+			name string
+			args []string
+		}{{"plan", nil}, {"plan -refresh=false", []string{"-refresh=false"}}} {
+			var ot, ft []time.Duration
+			for range runs {
+				ot = append(ot, o.noChangePlan(t, mode.args...))
+				ft = append(ft, f.noChangePlan(t, mode.args...))
+			}
+			mo, mf := median(ot), median(ft)
+			t.Logf("no-change %s, %d+%d resources, %s, median of %d: baremetal %s, floor %s, ratio %.2fx (runs: %v / %v)",
+				mode.name, n, n, logs.name, runs, secs(mo), secs(mf), mo.Seconds()/mf.Seconds(), ot, ft)
+		}
+	}
+}
+
+// profilePlan runs one no-change plan of ours' state with the provider
+// served by this process instead, and writes a CPU profile of the process
+// (provider and provisiond) to file. The provider's log goes where a
+// plugin's goes, as JSON lines to its stderr: here a file.
+func profilePlan(t *testing.T, d *testDaemon, ours *tfDir, file string) {
+	t.Helper()
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "provider.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = logFile
+	defer func() { os.Stderr = stderr; _ = logFile.Close() }()
+	in := newTFDir(t, nil, map[string]reattach{
+		baremetalAddress: serveProvider(t, baremetalAddress, providerserver.NewProtocol6(New("bench")())),
+	})
+	state, err := os.ReadFile(filepath.Join(ours.dir, "terraform.tfstate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(ours.dir, "main.tf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.write(t, string(cfg))
+	if err := os.WriteFile(filepath.Join(in.dir, "terraform.tfstate"), state, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.run(t, []int{0}, "init", "-input=false")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	took := in.noChangePlan(t)
+	pprof.StopCPUProfile()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := logFile.Stat()
+	t.Logf("profiled plan (provider in the test process): %s, its log %d bytes, CPU profile in %s", secs(took), st.Size(), file)
+}
+
+// TestScaleApply: an apply that installs BENCH_SCALE_MACHINES (20)
+// machines against one that installs one, each on a fresh provisiond with
+// simulated BMCs and agents whose hardware and template a first apply
+// created; the many with Terraform's default -parallelism=10 and with
+// -parallelism equal to their count. Prints the times and ratios.
+func TestScaleApply(t *testing.T) {
+	requireScaleBench(t)
+	many := envInt(t, "BENCH_SCALE_MACHINES", 20)
+	plugin := buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")
+	apply := func(n int, parallelism int) time.Duration {
+		d, _ := startSimLab(t)
+		dir := newTFDir(t, map[string]string{"rackform/baremetal": plugin}, nil)
+		dir.write(t, scaleConfig(d, n, 0))
+		dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve")
+		dir.write(t, scaleConfig(d, n, n))
+		took, _ := dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve", fmt.Sprintf("-parallelism=%d", parallelism))
+		dir.noChangePlan(t)
+		return took
+	}
+	one := apply(1, 10)
+	def := apply(many, 10)
+	wide := apply(many, many)
+	t.Logf("apply of 1 machine: %s; of %d machines: %s with -parallelism=10 (%.2fx), %s with -parallelism=%d (%.2fx)",
+		secs(one), many, secs(def), def.Seconds()/one.Seconds(), secs(wide), many, wide.Seconds()/one.Seconds())
+}

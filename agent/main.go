@@ -100,7 +100,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	}
-	then, err := work(ctx, log, *grpcAddr, *hw, tok, tlsCfg, *heartbeat, *progress)
+	// On a host with udev (not the agent OS), udev keeps /dev/disk/by-id.
+	then, err := work(ctx, log, *grpcAddr, *hw, tok, tlsCfg, *heartbeat, *progress, nil)
 	if err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // work connects to provisiond and runs the workflow.
-func work(ctx context.Context, log *slog.Logger, addr, hw, token string, tlsCfg *tls.Config, heartbeat, progress time.Duration) (string, error) {
+func work(ctx context.Context, log *slog.Logger, addr, hw, token string, tlsCfg *tls.Config, heartbeat, progress time.Duration, before func(io.Writer)) (string, error) {
 	conn, err := runner.Dial(addr, token, tlsCfg)
 	if err != nil {
 		return "", err
@@ -132,7 +133,7 @@ func work(ctx context.Context, log *slog.Logger, addr, hw, token string, tlsCfg 
 		ResponseHeaderTimeout: time.Minute,
 	}}
 	reg := actions.New(actions.Deps{HTTPClient: httpc, ProgressEvery: progress}).Registry()
-	r := runner.New(pb.NewAgentClient(conn), runner.Config{HardwareID: hw, Actions: reg, HeartbeatEvery: heartbeat, Logger: log})
+	r := runner.New(pb.NewAgentClient(conn), runner.Config{HardwareID: hw, Actions: reg, HeartbeatEvery: heartbeat, BeforeAction: before, Logger: log})
 	log.Info("agent starting", "version", version, "grpc", addr, "hardware", hw, "tls", tlsCfg != nil)
 	return r.Run(ctx)
 }
@@ -209,7 +210,24 @@ func initOnce(ctx context.Context, log *slog.Logger) (then string, err error) {
 			}
 		}
 	}
-	return work(ctx, log, cfg.GRPC, cfg.HardwareID, cfg.Token, tlsCfg, 5*time.Second, 5*time.Second)
+	return work(ctx, log, cfg.GRPC, cfg.HardwareID, cfg.Token, tlsCfg, 5*time.Second, 5*time.Second, linkDisks(log))
+}
+
+// linkDisks is the agent OS's stand-in for udev's /dev/disk/by-id: the links
+// are made before every action, so a template may name a disk by id and a
+// partition an earlier action created by <id>-part<N>. A failure is written
+// to the action's output and the log; the action then fails on its own if
+// it needed the link.
+func linkDisks(log *slog.Logger) func(io.Writer) {
+	return func(out io.Writer) {
+		n, err := initsys.LinkDisks(log, "/sys", "/dev")
+		if err != nil {
+			log.Warn("disk links", "links", n, "err", err)
+			_, _ = fmt.Fprintf(out, "agent: /dev/disk/by-id: %v\n", err) // best effort: the log has it too
+			return
+		}
+		log.Debug("disk links", "links", n)
+	}
 }
 
 // waitNIC waits for the boot NIC to appear (drivers probe asynchronously).

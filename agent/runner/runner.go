@@ -42,7 +42,11 @@ type Config struct {
 	// LogBuffer bounds output waiting to be streamed [1 MiB]; older output
 	// is dropped (it is still in the tail) when provisiond cannot keep up.
 	LogBuffer int
-	Logger    *slog.Logger
+	// BeforeAction, when set, runs before each action with the action's
+	// output writer: the agent OS refreshes its /dev/disk/by-id links there,
+	// since an earlier action may have written a partition table.
+	BeforeAction func(out io.Writer)
+	Logger       *slog.Logger
 }
 
 // Runner runs the workflow of one machine.
@@ -204,6 +208,9 @@ func (r *Runner) runAction(ctx context.Context, wf string, a *pb.Action) (string
 	}
 	r.mu.Unlock()
 
+	if r.cfg.BeforeAction != nil {
+		r.cfg.BeforeAction(out)
+	}
 	act, err := r.cfg.Actions.Lookup(a.GetImage())
 	if err == nil {
 		err = runSafe(actx, act.Run, actions.Spec{Name: a.GetName(), Image: a.GetImage(), Command: a.GetCommand(), Env: a.GetEnvironment()}, out)

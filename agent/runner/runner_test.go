@@ -516,3 +516,30 @@ func TestThenOf(t *testing.T) {
 		})
 	}
 }
+
+// TestBeforeAction: the hook runs once before each action, and what it
+// writes is part of that action's output.
+func TestBeforeAction(t *testing.T) {
+	f := &fakeAgentServer{then: "reboot", actions: []*pb.Action{shell("one", "echo first", 10), shell("two", "echo second", 10)}}
+	for i, a := range f.actions {
+		a.Index = int32(i)
+	}
+	addr, _ := serve(t, f, "127.0.0.1:0")
+	r := newTestRunner(t, addr, testToken)
+	calls := 0
+	r.cfg.BeforeAction = func(out io.Writer) {
+		calls++
+		_, _ = fmt.Fprintf(out, "links %d\n", calls)
+	}
+	if _, err := runFor(t, r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if calls != 2 {
+		t.Errorf("BeforeAction ran %d times for 2 actions", calls)
+	}
+	if diff := cmp.Diff(map[int32]string{0: "links 1\nfirst\n", 1: "links 2\nsecond\n"}, map[int32]string{0: f.logs[0], 1: f.logs[1]}); diff != "" {
+		t.Errorf("streamed logs (-want +got):\n%s", diff)
+	}
+}

@@ -64,6 +64,7 @@ type VM struct {
 	Disk       string
 	DiskFormat string
 	DiskDevice DiskDevice
+	DiskByID   bool // the disk gets a serial (the VM name) and GuestDisk is its /dev/disk/by-id link
 	Snapshot   bool
 	SerialLog  string // default Dir/serial.log
 	ExtraArgs  []string
@@ -77,10 +78,17 @@ const (
 	NVMe      DiskDevice = "nvme"       // QEMU's nvme controller: /dev/nvme0n1
 )
 
-// GuestDisk is the name the guest's kernel gives the disk.
+// GuestDisk is the name the guest's kernel gives the disk, or with
+// DiskByID its /dev/disk/by-id link as udev (and the agent OS) name it:
+// the disk's serial is the VM's name.
 func (vm VM) GuestDisk() string {
-	if vm.DiskDevice == NVMe {
+	switch {
+	case vm.DiskDevice == NVMe && vm.DiskByID:
+		return "/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_" + vm.Name
+	case vm.DiskDevice == NVMe:
 		return "/dev/nvme0n1"
+	case vm.DiskByID:
+		return "/dev/disk/by-id/virtio-" + vm.Name
 	}
 	return "/dev/vda"
 }
@@ -222,6 +230,9 @@ func (vm VM) Args(bootOrder string) []string {
 			drive += ",snapshot=on"
 		}
 		dev := "virtio-blk-pci,drive=d0"
+		if vm.DiskByID {
+			dev += ",serial=" + vm.Name
+		}
 		if vm.DiskDevice == NVMe {
 			dev = "nvme,serial=" + vm.Name + ",drive=d0"
 		}

@@ -63,6 +63,7 @@ type Shape struct {
 	Firmware   Firmware
 	DiskMiB    int
 	DiskDevice DiskDevice
+	DiskByID   bool // terraform names the disk by its /dev/disk/by-id link
 	NIC        string
 	MemoryMiB  int
 	// HTTPBoot makes a UEFI server's firmware boot its NIC by UEFI HTTP
@@ -180,7 +181,7 @@ func StartRack(ctx context.Context, cfg RackConfig) (_ *Rack, err error) {
 			if sh.DiskMiB > 0 {
 				diskMiB = sh.DiskMiB
 			}
-			vm.DiskDevice, vm.NIC, vm.MemoryMiB = sh.DiskDevice, sh.NIC, sh.MemoryMiB
+			vm.DiskDevice, vm.DiskByID, vm.NIC, vm.MemoryMiB = sh.DiskDevice, sh.DiskByID, sh.NIC, sh.MemoryMiB
 			vm.HTTPBoot = sh.HTTPBoot && vm.Firmware == UEFI
 		}
 		if err := os.MkdirAll(vm.Dir, 0o755); err != nil {

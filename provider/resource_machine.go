@@ -87,6 +87,7 @@ func provisionRequest(ctx context.Context, plan machineModel, config tfsdk.Confi
 	diags.Append(config.GetAttribute(ctx, path.Root("user_data_wo"), &wo)...)
 	if !wo.IsNull() && !wo.IsUnknown() {
 		preq.UserData = wo.ValueString()
+		preq.UserDataWriteOnly = true
 	}
 	diags.Append(plan.SSHKeys.ElementsAs(ctx, &preq.SshKeys, false)...)
 	return preq, diags
@@ -408,7 +409,9 @@ func fillComputed(m *machineModel, pm *pb.Machine, hw *pb.Hardware) {
 func fillDesired(m *machineModel, pm *pb.Machine) {
 	m.TemplateID = types.StringValue(pm.GetTemplateId())
 	m.Parameters, m.SensitiveParams = splitParameters(pm.GetParameters(), m.SensitiveParams)
-	if writeOnly := m.UserData.IsNull() && !m.UserDataWOVersion.IsNull(); !writeOnly {
+	// Sent write-only: provisiond says so (and withholds it, so an import
+	// leaves it out too), or the prior state says so (older provisiond).
+	if writeOnly := pm.GetUserDataWriteOnly() || m.UserData.IsNull() && !m.UserDataWOVersion.IsNull(); !writeOnly {
 		m.UserData = strOrNull(pm.GetUserData())
 	} // else: sent as user_data_wo, never read back into state
 	m.UserDataWO = types.StringNull()

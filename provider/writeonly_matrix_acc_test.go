@@ -302,11 +302,12 @@ func TestAccWriteOnlyMatrix(t *testing.T) {
 					ResourceName:      m,
 					ImportState:       true,
 					ImportStateVerify: true,
-					// provisiond returns the machine's user data, so an import
-					// cannot tell it was sent write-only: it lands in
-					// user_data (sensitive) with the version unknown. Power is
-					// what provisiond last saw, and no poller has looked yet.
-					ImportStateVerifyIgnore: []string{"user_data", "user_data_wo_version", "timeouts", "power"},
+					// provisiond withholds user data sent write-only, so the
+					// import leaves user_data null as the state has it: the
+					// verify compares it (the secret in state would fail it).
+					// The version is the config's, unknown to an import. Power
+					// is what provisiond last saw, and no poller has looked yet.
+					ImportStateVerifyIgnore: []string{"user_data_wo_version", "timeouts", "power"},
 				},
 			},
 		})

@@ -241,7 +241,10 @@ func MachineToPB(m store.Machine, w *store.Workflow) *pb.Machine {
 	out := &pb.Machine{
 		HardwareId: m.HardwareID, TemplateId: m.TemplateID, Parameters: withoutKeys(m.Parameters, m.SensitiveKeys), UserData: m.UserData,
 		SshKeys: m.SSHKeys, Wipe: m.Wipe, ProvisionedAt: ts(m.ProvisionedAt), CreatedAt: ts(m.CreatedAt),
-		OsReadyAt: ts(m.OSReadyAt),
+		OsReadyAt: ts(m.OSReadyAt), UserDataWriteOnly: m.UserDataWriteOnly,
+	}
+	if m.UserDataWriteOnly {
+		out.UserData = ""
 	}
 	if w != nil {
 		out.Workflow = WorkflowToPB(*w)

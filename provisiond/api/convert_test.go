@@ -114,3 +114,15 @@ func TestEventTypesOnTheWire(t *testing.T) {
 		}
 	}
 }
+
+// User data sent write-only is never returned by a read.
+func TestMachineToPBWithholdsWriteOnlyUserData(t *testing.T) {
+	m := MachineToPB(store.Machine{HardwareID: "hw", UserData: "#cloud-config secret", UserDataWriteOnly: true}, nil)
+	if m.GetUserData() != "" || !m.GetUserDataWriteOnly() {
+		t.Errorf("write-only user data read back: %q (write_only=%v)", m.GetUserData(), m.GetUserDataWriteOnly())
+	}
+	m = MachineToPB(store.Machine{HardwareID: "hw", UserData: "#cloud-config"}, nil)
+	if m.GetUserData() != "#cloud-config" || m.GetUserDataWriteOnly() {
+		t.Errorf("plain user data: %q (write_only=%v)", m.GetUserData(), m.GetUserDataWriteOnly())
+	}
+}

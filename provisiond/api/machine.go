@@ -66,6 +66,7 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 		HardwareID: req.GetHardwareId(), TemplateID: req.GetTemplateId(), Parameters: params,
 		SensitiveKeys: slices.Sorted(maps.Keys(req.GetSensitiveParameters())),
 		UserData:      req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
+		UserDataWriteOnly: req.GetUserDataWriteOnly() && req.GetUserData() != "",
 	}
 	what := "provision machine"
 	if req.GetReinstall() {

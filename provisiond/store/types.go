@@ -66,12 +66,15 @@ type Machine struct {
 	Parameters map[string]string `json:"parameters,omitempty"`
 	// SensitiveKeys name the Parameters that are secrets: reads of the
 	// Admin API leave them out.
-	SensitiveKeys []string  `json:"sensitive_keys,omitempty"`
-	UserData      string    `json:"user_data,omitempty"`
-	SSHKeys       []string  `json:"ssh_keys,omitempty"`
-	Wipe          string    `json:"wipe,omitempty"`
-	WorkflowID    string    `json:"workflow_id,omitempty"`
-	ProvisionedAt time.Time `json:"provisioned_at,omitzero"`
+	SensitiveKeys []string `json:"sensitive_keys,omitempty"`
+	UserData      string   `json:"user_data,omitempty"`
+	// UserDataWriteOnly: the client sent UserData write-only; reads of the
+	// Admin API leave it out.
+	UserDataWriteOnly bool      `json:"user_data_write_only,omitempty"`
+	SSHKeys           []string  `json:"ssh_keys,omitempty"`
+	Wipe              string    `json:"wipe,omitempty"`
+	WorkflowID        string    `json:"workflow_id,omitempty"`
+	ProvisionedAt     time.Time `json:"provisioned_at,omitzero"`
 	// OSReadyAt is when the installed OS of the current workflow phoned
 	// home (the metadata service's POST /phone-home); zero until it did.
 	// A reinstall clears it.

@@ -1844,9 +1844,13 @@ type Machine struct {
 	// When the installed OS of the current workflow told provisiond it is up
 	// (cloud-init's phone_home to the metadata service's /phone-home); unset
 	// until then.
-	OsReadyAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=os_ready_at,json=osReadyAt,proto3" json:"os_ready_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OsReadyAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=os_ready_at,json=osReadyAt,proto3" json:"os_ready_at,omitempty"`
+	// The user data was sent write-only (user_data_write_only of the
+	// provision): reads leave user_data empty, so an import cannot put it
+	// in Terraform state.
+	UserDataWriteOnly bool `protobuf:"varint,11,opt,name=user_data_write_only,json=userDataWriteOnly,proto3" json:"user_data_write_only,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Machine) Reset() {
@@ -1949,6 +1953,13 @@ func (x *Machine) GetOsReadyAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Machine) GetUserDataWriteOnly() bool {
+	if x != nil {
+		return x.UserDataWriteOnly
+	}
+	return false
+}
+
 type ProvisionMachineRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
@@ -1972,9 +1983,12 @@ type ProvisionMachineRequest struct {
 	// With reinstall: the template's actions run over what the disks hold.
 	// Unset: the reinstall's first action wipes every disk quick (partition
 	// tables and signatures), in the install's own boot.
-	PreserveData  bool `protobuf:"varint,9,opt,name=preserve_data,json=preserveData,proto3" json:"preserve_data,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PreserveData bool `protobuf:"varint,9,opt,name=preserve_data,json=preserveData,proto3" json:"preserve_data,omitempty"`
+	// user_data is a secret the client keeps out of its state (Terraform's
+	// user_data_wo): provisiond uses it as usual but never returns it.
+	UserDataWriteOnly bool `protobuf:"varint,10,opt,name=user_data_write_only,json=userDataWriteOnly,proto3" json:"user_data_write_only,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ProvisionMachineRequest) Reset() {
@@ -2066,6 +2080,13 @@ func (x *ProvisionMachineRequest) GetReinstall() bool {
 func (x *ProvisionMachineRequest) GetPreserveData() bool {
 	if x != nil {
 		return x.PreserveData
+	}
+	return false
+}
+
+func (x *ProvisionMachineRequest) GetUserDataWriteOnly() bool {
+	if x != nil {
+		return x.UserDataWriteOnly
 	}
 	return false
 }
@@ -3529,7 +3550,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x04wipe\x18\f \x01(\tR\x04wipe\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbc\x04\n" +
 	"\aMachine\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3546,10 +3567,11 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12:\n" +
 	"\vos_ready_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\tosReadyAt\x1a=\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tosReadyAt\x12/\n" +
+	"\x14user_data_write_only\x18\v \x01(\bR\x11userDataWriteOnly\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x04\n" +
 	"\x17ProvisionMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3563,7 +3585,9 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x04wipe\x18\x06 \x01(\tR\x04wipe\x12q\n" +
 	"\x14sensitive_parameters\x18\a \x03(\v2>.baremetal.v1.ProvisionMachineRequest.SensitiveParametersEntryR\x13sensitiveParameters\x12\x1c\n" +
 	"\treinstall\x18\b \x01(\bR\treinstall\x12#\n" +
-	"\rpreserve_data\x18\t \x01(\bR\fpreserveData\x1a=\n" +
+	"\rpreserve_data\x18\t \x01(\bR\fpreserveData\x12/\n" +
+	"\x14user_data_write_only\x18\n" +
+	" \x01(\bR\x11userDataWriteOnly\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aF\n" +

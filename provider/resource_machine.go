@@ -320,7 +320,7 @@ func (r *machineResource) Delete(ctx context.Context, req resource.DeleteRequest
 	tflog.Info(ctx, "deprovision workflow started", map[string]any{"workflow_id": wfID, "wipe": state.Wipe.ValueString(), "timeout": timeout.String()})
 	w, _, err := r.follow(wctx, id, wfID, true, false)
 	switch {
-	case err != nil && errors.Is(err, context.DeadlineExceeded):
+	case timedOut(wctx, err):
 		resp.Diagnostics.AddError("Timed out deprovisioning machine "+id,
 			fmt.Sprintf("The deprovision workflow %s (wipe %s) did not finish within %s. The machine stays in state; destroy again to keep waiting, or raise timeouts.delete.", wfID, state.Wipe.ValueString(), timeout))
 		return

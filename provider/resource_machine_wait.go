@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 	"github.com/rackform/terraform-provider-baremetal/internal/client"
@@ -200,8 +202,10 @@ func neverPhonedHome(hwID, ip string, w *pb.Workflow, timeout time.Duration, why
 
 // timedOut reports whether following a workflow under wctx ended because
 // wctx's deadline passed: err wraps context.DeadlineExceeded, or the
-// stream broke with a gRPC status (DeadlineExceeded, or a reset stream)
-// as wctx expired.
+// stream broke with a gRPC status as wctx expired, or it carries gRPC's
+// DeadlineExceeded: the call's deadline travels to provisiond, whose own
+// timer can end the stream a moment before wctx's fires here.
 func timedOut(wctx context.Context, err error) bool {
-	return err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(wctx.Err(), context.DeadlineExceeded))
+	return err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(wctx.Err(), context.DeadlineExceeded) ||
+		status.Code(err) == codes.DeadlineExceeded)
 }

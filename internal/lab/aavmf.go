@@ -81,23 +81,6 @@ func (vm VM) argsARM64(bootOrder string) []string {
 	} else {
 		a = append(a, "-nic", "none")
 	}
-	if vm.Disk != "" {
-		format := vm.DiskFormat
-		if format == "" {
-			format = "qcow2"
-		}
-		drive := "file=" + vm.Disk + ",format=" + format + ",if=none,id=d0"
-		if vm.Snapshot {
-			drive += ",snapshot=on"
-		}
-		dev := "virtio-blk-pci,drive=d0"
-		if vm.DiskDevice == NVMe {
-			dev = "nvme,serial=" + vm.Name + ",drive=d0"
-		}
-		if bootOrder == "c" {
-			dev += ",bootindex=1"
-		}
-		a = append(a, "-drive", drive, "-device", dev)
-	}
+	a = append(a, vm.diskArgs(bootOrder)...)
 	return append(a, vm.ExtraArgs...)
 }

@@ -220,27 +220,7 @@ func (vm VM) Args(bootOrder string) []string {
 	} else {
 		a = append(a, "-nic", "none")
 	}
-	if vm.Disk != "" {
-		format := vm.DiskFormat
-		if format == "" {
-			format = "qcow2"
-		}
-		drive := "file=" + vm.Disk + ",format=" + format + ",if=none,id=d0"
-		if vm.Snapshot {
-			drive += ",snapshot=on"
-		}
-		dev := "virtio-blk-pci,drive=d0"
-		if vm.DiskByID {
-			dev += ",serial=" + vm.Name
-		}
-		if vm.DiskDevice == NVMe {
-			dev = "nvme,serial=" + vm.Name + ",drive=d0"
-		}
-		if bootOrder == "c" {
-			dev += ",bootindex=1"
-		}
-		a = append(a, "-drive", drive, "-device", dev)
-	}
+	a = append(a, vm.diskArgs(bootOrder)...)
 	return append(a, vm.ExtraArgs...)
 }
 
@@ -363,4 +343,31 @@ func CreateDisk(ctx context.Context, path string, sizeMiB int) error {
 		return fmt.Errorf("create disk %s: %w", path, err)
 	}
 	return nil
+}
+
+// diskArgs attach the VM's disk, if it has one, on its controller: the
+// same for every machine kind.
+func (vm VM) diskArgs(bootOrder string) []string {
+	if vm.Disk == "" {
+		return nil
+	}
+	format := vm.DiskFormat
+	if format == "" {
+		format = "qcow2"
+	}
+	drive := "file=" + vm.Disk + ",format=" + format + ",if=none,id=d0"
+	if vm.Snapshot {
+		drive += ",snapshot=on"
+	}
+	dev := "virtio-blk-pci,drive=d0"
+	if vm.DiskByID {
+		dev += ",serial=" + vm.Name
+	}
+	if vm.DiskDevice == NVMe {
+		dev = "nvme,serial=" + vm.Name + ",drive=d0"
+	}
+	if bootOrder == "c" {
+		dev += ",bootindex=1"
+	}
+	return []string{"-drive", drive, "-device", dev}
 }

@@ -116,46 +116,7 @@ func TestE2E(t *testing.T) {
 
 	// 3. Destroy: every server boots the agent again, its disk is wiped
 	// and it is powered off.
-	for name, c := range consoles {
-		marks[name] = c.Len()
-	}
-	destroy := time.Now()
-	tf.run("destroy", "-auto-approve", "-input=false", "-no-color")
-	t.Logf("%6.1fs destroy took %.1fs", since(start), since(destroy))
-	for _, s := range rack.Servers {
-		if _, l, err := consoles[s.Name].Wait(ctx, marks[s.Name], reWipeStart); err != nil {
-			t.Errorf("%s: %v", s.Name, err)
-		} else {
-			t.Logf("  %s: wipe started %.1fs into destroy", s.Name, l.At.Sub(destroy).Seconds())
-		}
-		if out, err := s.BMC.Ipmitool(ctx, "chassis", "power", "status"); err != nil || out != "Chassis Power is off" {
-			t.Errorf("%s: power after destroy: %q %v", s.Name, out, err)
-		}
-		checkDisk(t, ctx, "", s, false)
-	}
-	machines, err := admin.ListMachines(ctx, &pb.ListMachinesRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(machines.GetMachines()); n != 0 {
-		t.Errorf("after destroy provisiond holds %d machines", n)
-	}
-	if err := rack.Daemon.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(rack.Config.Dir, "provisiond", "provisiond.db"), store.Options{})
-	if err != nil {
-		t.Fatalf("store after the run: %v", err)
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	}()
-	if err := st.Check(ctx); err != nil {
-		t.Errorf("store check: %v", err)
-	}
-	t.Logf("%6.1fs done", since(start))
+	destroyAndCheck(t, ctx, tf, rack, admin, start)
 }
 
 // checkInstalled waits for the installed OS to print its host name and
@@ -389,4 +350,53 @@ func (tf *tfRunner) machines() map[string]machineOutput {
 		tf.t.Fatalf("terraform output machines: %v: %s", err, out)
 	}
 	return m
+}
+
+// destroyAndCheck runs terraform destroy and checks what it must leave:
+// every server booted the agent again and started its wipe, ended powered
+// off with its disk wiped, provisiond holds no machine, and its store,
+// once provisiond is stopped, passes its check.
+func destroyAndCheck(t *testing.T, ctx context.Context, tf *tfRunner, rack *rackUnderTest, admin *client.Client, start time.Time) {
+	t.Helper()
+	marks := map[string]int{}
+	for name, c := range rack.consoles {
+		marks[name] = c.Len()
+	}
+	destroy := time.Now()
+	tf.run("destroy", "-auto-approve", "-input=false", "-no-color")
+	t.Logf("%6.1fs destroy took %.1fs", since(start), since(destroy))
+	for _, s := range rack.Servers {
+		if _, l, err := rack.consoles[s.Name].Wait(ctx, marks[s.Name], reWipeStart); err != nil {
+			t.Errorf("%s: %v", s.Name, err)
+		} else {
+			t.Logf("  %s: wipe started %.1fs into destroy", s.Name, l.At.Sub(destroy).Seconds())
+		}
+		if out, err := s.BMC.Ipmitool(ctx, "chassis", "power", "status"); err != nil || out != "Chassis Power is off" {
+			t.Errorf("%s: power after destroy: %q %v", s.Name, out, err)
+		}
+		checkDisk(t, ctx, "", s, false)
+	}
+	machines, err := admin.ListMachines(ctx, &pb.ListMachinesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(machines.GetMachines()); n != 0 {
+		t.Errorf("after destroy provisiond holds %d machines", n)
+	}
+	if err := rack.Daemon.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(rack.Config.Dir, "provisiond", "provisiond.db"), store.Options{})
+	if err != nil {
+		t.Fatalf("store after the run: %v", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	}()
+	if err := st.Check(ctx); err != nil {
+		t.Errorf("store check: %v", err)
+	}
+	t.Logf("%6.1fs done", since(start))
 }

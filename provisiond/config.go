@@ -54,6 +54,9 @@ type config struct {
 	BMCWorkers                    int
 	PowerPoll                     time.Duration
 	IPMICipherSuite               string
+	BMCCAFile                     string
+	BMCRetries                    int
+	IpmitoolPath                  string
 	IPv6RA                        bool
 	BootTimeout, HeartbeatTimeout time.Duration
 	Retention                     time.Duration
@@ -136,6 +139,9 @@ func newFlags(c *config) *flag.FlagSet {
 	fs.BoolVar(&c.IPv6RA, "ipv6-ra", true, "answer IPv6 router solicitations on --dhcp-interface with a zero-lifetime advertisement (\"no router here\"), so iPXE skips its ~16 s IPv6 router discovery wait; only with DHCP on and --dhcp-interface named; turn off on links that have a real IPv6 router")
 	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "delete workflows that ended longer ago than this, with their events (and power/operator events as old); a machine's current workflow and unfinished ones are never deleted; 0 keeps everything. A month covers the post-mortem of a failed install and a monthly audit")
 	fs.StringVar(&c.IPMICipherSuite, "ipmi-cipher-suite", "", "ipmitool -C cipher suite (empty: try 3, then 17)")
+	fs.StringVar(&c.BMCCAFile, "bmc-ca-file", "", "PEM CA bundle that Redfish BMC certificates are verified against, besides the system roots (a site CA that signed the BMCs' certificates); a hardware's bmc.insecure_tls skips verification for that BMC")
+	fs.IntVar(&c.BMCRetries, "bmc-retries", 2, "more attempts of a BMC operation after a transient failure (timeout, connection refused), with backoff from 1 s doubling; 0: none. A refused password is never retried")
+	fs.StringVar(&c.IpmitoolPath, "ipmitool-path", "", "the ipmitool binary of the ipmi driver (empty: looked up on PATH)")
 	return fs
 }
 

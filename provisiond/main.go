@@ -166,6 +166,27 @@ func loadAgentCA(c *config, log *slog.Logger) ([]byte, error) {
 	return raw, nil
 }
 
+// loadBMCCAs is the pool Redfish BMC certificates are verified against:
+// the system roots and the CAs of file (nil, the system roots alone, when
+// file is empty).
+func loadBMCCAs(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read --bmc-ca-file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(raw) {
+		return nil, fmt.Errorf("--bmc-ca-file %s: no PEM certificate found", file)
+	}
+	return pool, nil
+}
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
 	c, err := parseConfig(args, getenv)
 	if err != nil {
@@ -213,6 +234,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	bmcCAs, err := loadBMCCAs(c.BMCCAFile)
+	if err != nil {
+		return err
+	}
+	retries := c.BMCRetries
+	if retries == 0 {
+		retries = -1 // bmc.Options: 0 is the default, negative none
+	}
 	d, err := daemon.New(daemon.Config{
 		DataDir: c.DataDir, GRPCListen: c.GRPCListen, HTTPListen: c.HTTPListen, MetricsListen: c.MetricsListen,
 		Token: token, TLS: tlsConf, RequireClientCert: c.TLSClientCA != "", AgentCA: agentCA, SecretsKey: secretsKey,
@@ -220,7 +249,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		DHCPDomain: c.DHCPDomain, IPv6RA: c.IPv6RA, TFTPListen: c.TFTPListen,
 		IPXEDir: c.IPXEDir, EFIARM64Binary: c.EFIARM64Bin, AgentOSDir: c.AgentOSDir, ImagesDir: c.ImagesDir, IPXEAnySource: !c.IPXESourceCheck,
 		TrustedProxies: trusted, MetadataTokenOptional: !c.MetadataRequireToken,
-		BMC:       bmc.Options{Timeout: c.BMCTimeout, Workers: c.BMCWorkers, PollInterval: c.PowerPoll, IPMICipherSuite: c.IPMICipherSuite},
+		BMC: bmc.Options{
+			Timeout: c.BMCTimeout, Retries: retries, Workers: c.BMCWorkers, PollInterval: c.PowerPoll,
+			IPMICipherSuite: c.IPMICipherSuite, IpmitoolPath: c.IpmitoolPath, RedfishRootCAs: bmcCAs,
+		},
 		Workflow:  workflow.Options{BootTimeout: c.BootTimeout, HeartbeatTimeout: c.HeartbeatTimeout},
 		Retention: c.Retention, ShutdownWait: c.ShutdownWait, Version: version,
 	}, daemon.WithLogger(log))

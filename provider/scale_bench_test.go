@@ -2,6 +2,7 @@ package provider
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -156,11 +157,6 @@ func buildPlugin(t *testing.T, name, pkg string) string {
 	return dir
 }
 
-// withEnv is d with more environment variables for the CLI and its plugins.
-func (d *tfDir) withEnv(kv ...string) *tfDir {
-	return &tfDir{bin: d.bin, dir: d.dir, env: append(slices.Clone(d.env), kv...)}
-}
-
 // write replaces the directory's configuration.
 func (d *tfDir) write(t *testing.T, config string) {
 	t.Helper()
@@ -173,6 +169,19 @@ func (d *tfDir) write(t *testing.T, config string) {
 // code other than those in ok fails the test with the output.
 func (d *tfDir) run(t *testing.T, ok []int, args ...string) (time.Duration, int) {
 	t.Helper()
+	r := d.exec(t, ok, args...)
+	return r.wall, r.code
+}
+
+// ran is what a run of the CLI took.
+type ran struct {
+	wall, cpu time.Duration // cpu: the CLI's and the plugins' it waited for
+	code      int
+}
+
+// exec is run with the CPU time used.
+func (d *tfDir) exec(t *testing.T, ok []int, args ...string) ran {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.bin, args...)
@@ -181,28 +190,29 @@ func (d *tfDir) run(t *testing.T, ok []int, args ...string) (time.Duration, int)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err := cmd.Run()
-	took := time.Since(start)
-	code := 0
+	r := ran{wall: time.Since(start)}
 	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-		code = ee.ExitCode()
+		r.code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("terraform %s: %v", strings.Join(args, " "), err)
 	}
-	if !slices.Contains(ok, code) {
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if !slices.Contains(ok, r.code) {
 		s := out.String()
 		if len(s) > 8000 {
 			s = s[:4000] + "\n...\n" + s[len(s)-4000:]
 		}
-		t.Fatalf("terraform %s: exit %d after %s:\n%s", strings.Join(args, " "), code, took.Round(time.Millisecond), s)
+		t.Fatalf("terraform %s: exit %d after %s:\n%s", strings.Join(args, " "), r.code, r.wall.Round(time.Millisecond), s)
 	}
-	return took, code
+	return r
 }
 
-// noChangePlan times a plan that must find nothing to change.
-func (d *tfDir) noChangePlan(t *testing.T, extra ...string) time.Duration {
+// noChangePlan times a plan that must find nothing to change, and
+// returns the CPU time of terraform and the plugins it ran.
+func (d *tfDir) noChangePlan(t *testing.T, extra ...string) (wall, cpu time.Duration) {
 	t.Helper()
-	took, _ := d.run(t, []int{0}, append([]string{"plan", "-input=false", "-lock=false", "-detailed-exitcode"}, extra...)...)
-	return took
+	r := d.exec(t, []int{0}, append([]string{"plan", "-input=false", "-lock=false", "-detailed-exitcode"}, extra...)...)
+	return r.wall, r.cpu
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -216,6 +226,19 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
 // scaleConfig is n servers with one machine each on the simulated lab,
 // machines of them installed.
 func scaleConfig(d *testDaemon, n, machines int) string {
+	return scaleHCL(d.ProviderConfig(), n, machines)
+}
+
+// likeConfig is scaleConfig for the floor's resources of our shape
+// (benchfloor's floor_like_*): the same HCL, values and references.
+func likeConfig(n, machines int) string {
+	return strings.NewReplacer(
+		`baremetal = { source = "rackform/baremetal" }`, `floor = { source = "bench/floor" }`,
+		"baremetal_", "floor_like_",
+	).Replace(scaleHCL("", n, machines))
+}
+
+func scaleHCL(providerConfig string, n, machines int) string {
 	tpl := "version: \"0.1\"\nname: scale\nglobal_timeout: 600\ntasks:\n  - name: install\n    actions:\n" +
 		"      - name: install\n        image: exec\n        timeout: 60\n        command: [\"true\"]\n"
 	return hcl(`
@@ -224,7 +247,7 @@ terraform {
     baremetal = { source = "rackform/baremetal" }
   }
 }
-`, d.ProviderConfig(), fmt.Sprintf(`
+`, providerConfig, fmt.Sprintf(`
 resource "baremetal_template" "scale" {
   name    = "scale"
   content = %q
@@ -259,8 +282,8 @@ resource "baremetal_machine" "node" {
 `, tpl, n, machines))
 }
 
-// floorConfig is the same count of the floor provider's resources, the
-// machines depending on the hardware as above.
+// floorConfig is the same count of the floor provider's three-attribute
+// resources, the machines depending on the hardware as above.
 func floorConfig(n int) string {
 	return fmt.Sprintf(`
 terraform {
@@ -285,49 +308,56 @@ resource "floor_machine" "node" {
 
 // TestScalePlan: a no-change plan of BENCH_SCALE_N (1,000)
 // baremetal_hardware and as many baremetal_machine against provisiond,
-// and of as many resources of the floor provider (benchfloor), in turns,
-// BENCH_SCALE_RUNS (3) times each; prints the medians and their ratio,
-// with and without refresh. BENCH_SCALE_PROFILE=FILE writes a CPU profile
-// of the test process (provider and provisiond) during one of our plans.
+// of the same configuration on the floor's resources of our schemas
+// (floor_like_*), and of as many three-attribute floor resources, in
+// turns, BENCH_SCALE_RUNS (3) times each; prints the medians, the CPU time
+// of terraform and its plugin, and the ratios, with and without refresh.
+// BENCH_SCALE_PROFILE=FILE writes a CPU profile of the test process
+// (provider and provisiond) during one of our plans.
 func TestScalePlan(t *testing.T) {
 	requireScaleBench(t)
 	n, runs := envInt(t, "BENCH_SCALE_N", 1000), envInt(t, "BENCH_SCALE_RUNS", 3)
 	d, _ := startSimLab(t)
-	ours := newTFDir(t, map[string]string{"rackform/baremetal": buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")}, nil)
-	floor := newTFDir(t, map[string]string{"bench/floor": buildPlugin(t, "floor", "github.com/rackform/terraform-provider-baremetal/provider/internal/benchfloor/cmd/terraform-provider-floor")}, nil)
-
-	ours.write(t, scaleConfig(d, n, n))
-	took, _ := ours.run(t, []int{0}, "apply", "-input=false", "-auto-approve", "-parallelism=50")
-	t.Logf("setup: apply of %d hardware + %d machines (-parallelism=50): %s", n, n, secs(took))
-	floor.write(t, floorConfig(n))
-	took, _ = floor.run(t, []int{0}, "apply", "-input=false", "-auto-approve", "-parallelism=50")
-	t.Logf("setup: apply of %d + %d floor resources (-parallelism=50): %s", n, n, secs(took))
-
-	if p := os.Getenv("BENCH_SCALE_PROFILE"); p != "" {
-		profilePlan(t, d, ours, p)
+	floorPlugin := buildPlugin(t, "floor", "github.com/rackform/terraform-provider-baremetal/provider/internal/benchfloor/cmd/terraform-provider-floor")
+	dirs := []struct {
+		name, config string
+		dir          *tfDir
+	}{
+		{"baremetal", scaleConfig(d, n, n), newTFDir(t, map[string]string{"rackform/baremetal": buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")}, nil)},
+		{"floor of our schemas", likeConfig(n, n), newTFDir(t, map[string]string{"bench/floor": floorPlugin}, nil)},
+		{"floor of 3 attributes", floorConfig(n), newTFDir(t, map[string]string{"bench/floor": floorPlugin}, nil)},
+	}
+	for _, x := range dirs {
+		x.dir.write(t, x.config)
+		took, _ := x.dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve", "-parallelism=50")
+		t.Logf("setup: apply of %d + %d resources of the %s (-parallelism=50): %s", n, n, x.name, secs(took))
 	}
 
-	// The plugins' log: off unless the CLI shows it (pluginlog.Quiet, both
-	// plugins' default), and terraform-plugin-log's own default, TRACE,
-	// which every plugin without Quiet writes for the CLI to drop.
-	trace := []string{"TF_LOG_SDK=trace", "TF_LOG_PROVIDER_BAREMETAL=trace", "TF_LOG_PROVIDER_FLOOR=trace"}
-	for _, logs := range []struct {
+	if p := os.Getenv("BENCH_SCALE_PROFILE"); p != "" {
+		profilePlan(t, d, dirs[0].dir, p)
+	}
+
+	for _, mode := range []struct {
 		name string
-		env  []string
-	}{{"plugin log off (default)", nil}, {"plugin log at TRACE (framework default)", trace}} {
-		o, f := ours.withEnv(logs.env...), floor.withEnv(logs.env...)
-		for _, mode := range []struct {
-			name string
-			args []string
-		}{{"plan", nil}, {"plan -refresh=false", []string{"-refresh=false"}}} {
-			var ot, ft []time.Duration
-			for range runs {
-				ot = append(ot, o.noChangePlan(t, mode.args...))
-				ft = append(ft, f.noChangePlan(t, mode.args...))
+		args []string
+	}{{"plan", nil}, {"plan -refresh=false", []string{"-refresh=false"}}} {
+		wall := make([][]time.Duration, len(dirs))
+		cpu := make([][]time.Duration, len(dirs))
+		for range runs {
+			for i, x := range dirs {
+				w, c := x.dir.noChangePlan(t, mode.args...)
+				wall[i], cpu[i] = append(wall[i], w), append(cpu[i], c)
 			}
-			mo, mf := median(ot), median(ft)
-			t.Logf("no-change %s, %d+%d resources, %s, median of %d: baremetal %s, floor %s, ratio %.2fx (runs: %v / %v)",
-				mode.name, n, n, logs.name, runs, secs(mo), secs(mf), mo.Seconds()/mf.Seconds(), ot, ft)
+		}
+		ours := median(wall[0])
+		for i, x := range dirs {
+			m := median(wall[i])
+			ratio := ""
+			if i > 0 {
+				ratio = fmt.Sprintf(", baremetal/this %.2fx", ours.Seconds()/m.Seconds())
+			}
+			t.Logf("no-change %s, %d+%d resources, %s: median of %d %s (CPU, terraform and plugin, %s)%s (runs: %v)",
+				mode.name, n, n, x.name, runs, secs(m), secs(median(cpu[i])), ratio, wall[i])
 		}
 	}
 }
@@ -368,7 +398,7 @@ func profilePlan(t *testing.T, d *testDaemon, ours *tfDir, file string) {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		t.Fatal(err)
 	}
-	took := in.noChangePlan(t)
+	took, _ := in.noChangePlan(t)
 	pprof.StopCPUProfile()
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
@@ -381,13 +411,24 @@ func profilePlan(t *testing.T, d *testDaemon, ours *tfDir, file string) {
 // machines against one that installs one, each on a fresh provisiond with
 // simulated BMCs and agents whose hardware and template a first apply
 // created; the many with Terraform's default -parallelism=10 and with
-// -parallelism equal to their count. Prints the times and ratios.
+// -parallelism equal to their count. Once with agents that report each
+// action at once, which leaves Terraform's and the provider's own cost per
+// machine, next to the same applies of the floor's resources of our
+// schemas; once with agents whose action takes BENCH_SCALE_ACTION (5s), as
+// an install takes its time, which shows whether installs run side by
+// side. Prints the times and ratios.
 func TestScaleApply(t *testing.T) {
 	requireScaleBench(t)
 	many := envInt(t, "BENCH_SCALE_MACHINES", 20)
+	actionTime, err := time.ParseDuration(cmp.Or(os.Getenv("BENCH_SCALE_ACTION"), "5s"))
+	if err != nil {
+		t.Fatalf("BENCH_SCALE_ACTION: %v", err)
+	}
 	plugin := buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")
-	apply := func(n int, parallelism int) time.Duration {
-		d, _ := startSimLab(t)
+	floorPlugin := buildPlugin(t, "floor", "github.com/rackform/terraform-provider-baremetal/provider/internal/benchfloor/cmd/terraform-provider-floor")
+	apply := func(n, parallelism int, action time.Duration) time.Duration {
+		d, bmc := startSimLab(t)
+		bmc.ActionTime = action
 		dir := newTFDir(t, map[string]string{"rackform/baremetal": plugin}, nil)
 		dir.write(t, scaleConfig(d, n, 0))
 		dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve")
@@ -396,9 +437,24 @@ func TestScaleApply(t *testing.T) {
 		dir.noChangePlan(t)
 		return took
 	}
-	one := apply(1, 10)
-	def := apply(many, 10)
-	wide := apply(many, many)
-	t.Logf("apply of 1 machine: %s; of %d machines: %s with -parallelism=10 (%.2fx), %s with -parallelism=%d (%.2fx)",
-		secs(one), many, secs(def), def.Seconds()/one.Seconds(), secs(wide), many, wide.Seconds()/one.Seconds())
+	applyFloor := func(n, parallelism int) time.Duration {
+		dir := newTFDir(t, map[string]string{"bench/floor": floorPlugin}, nil)
+		dir.write(t, likeConfig(n, 0))
+		dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve")
+		dir.write(t, likeConfig(n, n))
+		took, _ := dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve", fmt.Sprintf("-parallelism=%d", parallelism))
+		return took
+	}
+	for _, action := range []time.Duration{0, actionTime} {
+		one := apply(1, 10, action)
+		def := apply(many, 10, action)
+		wide := apply(many, many, action)
+		t.Logf("agents' actions taking %s: apply of 1 machine: %s; of %d machines: %s with -parallelism=10 (%.2fx), %s with -parallelism=%d (%.2fx)",
+			action, secs(one), many, secs(def), def.Seconds()/one.Seconds(), secs(wide), many, wide.Seconds()/one.Seconds())
+		if action == 0 {
+			fOne, fWide := applyFloor(1, 10), applyFloor(many, many)
+			t.Logf("the floor of our schemas: apply of 1 machine: %s; of %d: %s with -parallelism=%d (%.2fx); baremetal/floor: 1: %.2fx, %d: %.2fx",
+				secs(fOne), many, secs(fWide), many, fWide.Seconds()/fOne.Seconds(), one.Seconds()/fOne.Seconds(), many, wide.Seconds()/fWide.Seconds())
+		}
+	}
 }

@@ -26,6 +26,9 @@ type BMC struct {
 	*fakepower.Power
 	// Engine is the workflow engine the simulated agents talk to.
 	Engine *workflow.Engine
+	// ActionTime is how long each simulated action runs before the agent
+	// reports it (0: at once), as a real image write takes its time.
+	ActionTime time.Duration
 
 	ctx    context.Context
 	mu     sync.Mutex
@@ -162,6 +165,13 @@ func (b *BMC) runAgent(hwID, fail string, hold chan struct{}) {
 			continue
 		}
 		act := *as.Action
+		if b.ActionTime > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(b.ActionTime):
+			}
+		}
 		r := workflow.Report{Index: as.Index, Task: act.Task, Action: act.Name, Attempt: act.Attempt, State: store.StateSucceeded, OutputTail: "done\n"}
 		if act.Name == fail {
 			r.State, r.Message, r.OutputTail = store.StateFailed, "exit status 3", "no space left on device\n"

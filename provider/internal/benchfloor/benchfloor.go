@@ -1,9 +1,12 @@
 // Package benchfloor is the floor of the provider's scale benchmarks: a
-// minimal provider on the same terraform-plugin-framework, whose resources
-// floor_hardware and floor_machine keep what they are given and talk to
-// nothing. A no-change plan of N of them measures what Terraform and the
-// framework cost per resource; the baremetal provider's plan of the same
-// count is compared with it (provider/scale_bench_test.go).
+// minimal provider on the same terraform-plugin-framework whose resources
+// keep what they are given and talk to nothing. floor_hardware and
+// floor_machine have three attributes each: a no-change plan of N of them
+// is what Terraform and the framework cost per resource of the least
+// data. floor_like_* have the baremetal provider's schemas (like.go): a
+// plan of them is that cost for data of our shape. The baremetal
+// provider's plan of the same count is compared with both
+// (provider/scale_bench_test.go).
 package benchfloor
 
 import (
@@ -39,10 +42,10 @@ func (floorProvider) Configure(context.Context, provider.ConfigureRequest, *prov
 }
 
 func (floorProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{
+	return append([]func() resource.Resource{
 		func() resource.Resource { return thing{name: "_hardware"} },
 		func() resource.Resource { return thing{name: "_machine"} },
-	}
+	}, likeResources()...)
 }
 
 func (floorProvider) DataSources(context.Context) []func() datasource.DataSource { return nil }

@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/rackform/terraform-provider-baremetal/internal/api/baremetalv1"
 )
@@ -44,7 +48,11 @@ func (r *machineResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	if id.IsUnknown() {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("id"), hwID)...)
 	}
-	if !ip.IsUnknown() || r.client == nil {
+	if r.client == nil {
+		return
+	}
+	r.checkInstall(ctx, req, resp)
+	if !ip.IsUnknown() {
 		return
 	}
 	hw, err := r.client.GetHardware(ctx, &pb.GetHardwareRequest{Id: hwID.ValueString()})
@@ -58,6 +66,60 @@ func (r *machineResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 		planned = types.StringValue(addr)
 	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("ip"), planned)...)
+}
+
+// checkInstallTimeout bounds the plan-time check of an install.
+const checkInstallTimeout = 15 * time.Second
+
+// checkInstall has provisiond render the template for the hardware with
+// the planned inputs, as the install will, when the plan creates,
+// replaces or reinstalls the machine and every input is known: a missing
+// parameter or a template error shows at plan time, not minutes into the
+// apply. provisiond renders the template and hardware as they stand, so
+// an apply that changes them first may render differently: what it
+// refuses is a warning, with that said. Hardware or a template not yet
+// created, or provisiond unreachable, skip the check: apply reports them.
+func (r *machineResource) checkInstall(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if !req.State.Raw.IsNull() && req.State.Raw.Equal(resp.Plan.Raw) {
+		return // no change: the cheap test first, as most plans are this
+	}
+	var plan machineModel
+	if resp.Diagnostics.Append(resp.Plan.Get(ctx, &plan)...); resp.Diagnostics.HasError() {
+		return
+	}
+	if !req.State.Raw.IsNull() {
+		var state machineModel
+		if resp.Diagnostics.Append(req.State.Get(ctx, &state)...); resp.Diagnostics.HasError() {
+			return
+		}
+		if plan.HardwareID.Equal(state.HardwareID) && len(installChanges(plan, state)) == 0 {
+			return // nothing new to install
+		}
+	}
+	for _, v := range []attr.Value{plan.TemplateID, plan.Parameters, plan.SensitiveParams, plan.UserData, plan.SSHKeys, plan.Wipe} {
+		if v.IsUnknown() {
+			tflog.Debug(ctx, "install not checked at plan: an input is known only after apply", map[string]any{"hardware_id": plan.HardwareID.ValueString()})
+			return
+		}
+	}
+	preq, diags := provisionRequest(ctx, plan, req.Config)
+	if diags.HasError() {
+		return // ValidateConfig and apply report them
+	}
+	preq.DryRun = true
+	cctx, cancel := context.WithTimeout(ctx, checkInstallTimeout)
+	defer cancel()
+	_, err := r.client.ProvisionMachine(cctx, preq)
+	if status.Code(err) != codes.InvalidArgument {
+		if err != nil {
+			tflog.Debug(ctx, "install not checked at plan", map[string]any{"hardware_id": preq.HardwareId, "error": err.Error()})
+		}
+		return
+	}
+	resp.Diagnostics.AddWarning("The install of machine "+preq.HardwareId+" will fail",
+		fmt.Sprintf("provisiond checked the install this plan starts against the machine's template and hardware as they stand now, and refused it:\n\n%s\n\n"+
+			"Unless this apply changes the template or the hardware first, the install will fail with this error when the apply starts it; nothing is booted before.",
+			status.Convert(err).Message()))
 }
 
 // ValidateConfig refuses a parameter name given both as a plain and as a

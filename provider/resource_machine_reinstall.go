@@ -115,6 +115,18 @@ func replaceUnlessReinstallInt64() planmodifier.Int64 {
 // enabled reinstalls it: the install inputs that differ between state
 // and plan, or a last workflow that did not succeed. None: no reinstall.
 func reinstallReasons(plan, state machineModel) []string {
+	out := installChanges(plan, state)
+	switch s := state.State.ValueString(); s {
+	case "failed", "timed_out", "cancelled":
+		out = append(out, "the last workflow "+strings.ReplaceAll(s, "_", " "))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// installChanges names the install inputs that differ between state and
+// plan ("parameters changed"), unsorted.
+func installChanges(plan, state machineModel) []string {
 	var out []string
 	for name, same := range map[string]bool{
 		"template_id":          plan.TemplateID.Equal(state.TemplateID),
@@ -128,11 +140,6 @@ func reinstallReasons(plan, state machineModel) []string {
 			out = append(out, name+" changed")
 		}
 	}
-	switch s := state.State.ValueString(); s {
-	case "failed", "timed_out", "cancelled":
-		out = append(out, "the last workflow "+strings.ReplaceAll(s, "_", " "))
-	}
-	slices.Sort(out)
 	return out
 }
 

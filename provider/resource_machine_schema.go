@@ -59,7 +59,7 @@ func (r *machineResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
-		Description: "A server installed with a template. Create PXE-boots the hardware into the agent OS, runs the template's actions and waits until the server has booted from its disk; destroy wipes the disks and powers the server off, or only powers it off and frees the hardware when the install never started an action that writes disks (provisiond knows which ran; its events say so). With `reinstall.enabled`, a change of what is installed reinstalls the same machine in place instead of replacing it.",
+		Description: "A server installed with a template. Create PXE-boots the hardware into the agent OS, runs the template's actions and waits until the server has booted from its disk; destroy wipes the disks and powers the server off, or only powers it off and frees the hardware when the install never started an action that writes disks (provisiond knows which ran; its events say so). With `reinstall.enabled`, a change of what is installed reinstalls the same machine in place instead of replacing it. A plan that creates, replaces or reinstalls a machine has provisiond render its template for the hardware with the planned inputs, as the install will: a template error or a missing parameter shows as a warning in the plan, before anything boots.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Description:   "The machine id: its hardware id.",

@@ -177,6 +177,7 @@ func (d *tfDir) run(t *testing.T, ok []int, args ...string) (time.Duration, int)
 type ran struct {
 	wall, cpu time.Duration // cpu: the CLI's and the plugins' it waited for
 	code      int
+	out       string // stdout and stderr
 }
 
 // exec is run with the CPU time used.
@@ -196,7 +197,7 @@ func (d *tfDir) exec(t *testing.T, ok []int, args ...string) ran {
 	} else if err != nil {
 		t.Fatalf("terraform %s: %v", strings.Join(args, " "), err)
 	}
-	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	r.cpu, r.out = cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime(), out.String()
 	if !slices.Contains(ok, r.code) {
 		s := out.String()
 		if len(s) > 8000 {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,9 +93,26 @@ func TestAgentAndMachineRPCs(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("provision without the image parameter: %v, want InvalidArgument", err)
 	}
+	// A dry run checks what a provision would and stores nothing, also
+	// when the hardware holds a machine (a plan of a replace).
+	dryRun := func(params map[string]string) (*pb.Machine, error) {
+		return admin.ProvisionMachine(actx, &pb.ProvisionMachineRequest{HardwareId: "n1", TemplateId: "t", Parameters: params, DryRun: true})
+	}
+	if _, err := dryRun(nil); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "check machine") || !strings.Contains(err.Error(), "image") {
+		t.Fatalf("dry run without the image parameter: %v, want InvalidArgument naming it", err)
+	}
+	if dm, err := dryRun(map[string]string{"image": "a.raw"}); err != nil || len(dm.GetWorkflow().GetActions()) != 2 || dm.GetWorkflow().GetId() != "" {
+		t.Fatalf("dry run: %v, %v; want 2 actions and no workflow id", dm, err)
+	}
+	if _, err := admin.GetMachine(actx, &pb.GetMachineRequest{HardwareId: "n1"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("machine after dry runs: %v, want NotFound", err)
+	}
 	m, err := admin.ProvisionMachine(actx, &pb.ProvisionMachineRequest{HardwareId: "n1", TemplateId: "t", Parameters: map[string]string{"image": "a.raw"}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if dm, err := dryRun(map[string]string{"image": "b.raw"}); err != nil || dm.GetWorkflow().GetActions()[0].GetName() != "image" {
+		t.Fatalf("dry run on held hardware: %v, %v", dm, err)
 	}
 	wfID := m.GetWorkflow().GetId()
 

@@ -201,6 +201,9 @@ func (panicky) Provision(context.Context, store.Machine) (store.Machine, error) 
 func (panicky) Reinstall(context.Context, store.Machine, bool) (store.Machine, error) {
 	panic("boom: user-data-secret-42")
 }
+func (panicky) CheckProvision(context.Context, store.Machine) (store.Workflow, error) {
+	panic("boom: user-data-secret-42")
+}
 func (panicky) Deprovision(context.Context, string, string) (store.Machine, error) {
 	var m map[string]int
 	m["nil map"]++ //nolint:staticcheck // the point: a runtime error, whose text is safe to log

@@ -68,6 +68,13 @@ func (a *Admin) ProvisionMachine(ctx context.Context, req *pb.ProvisionMachineRe
 		UserData:      req.GetUserData(), SSHKeys: req.GetSshKeys(), Wipe: req.GetWipe(),
 		UserDataWriteOnly: req.GetUserDataWriteOnly() && req.GetUserData() != "",
 	}
+	if req.GetDryRun() {
+		w, err := eng.CheckProvision(ctx, m)
+		if err != nil {
+			return nil, grpcError("check machine", err)
+		}
+		return MachineToPB(m, &w), nil
+	}
 	what := "provision machine"
 	if req.GetReinstall() {
 		what = "reinstall machine"

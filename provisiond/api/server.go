@@ -27,6 +27,9 @@ type Machines interface {
 	// place, without a deprovision; preserveData skips its quick wipe.
 	Reinstall(ctx context.Context, m store.Machine, preserveData bool) (store.Machine, error)
 	Deprovision(ctx context.Context, hardwareID, wipe string) (store.Machine, error)
+	// CheckProvision renders and checks a provision's inputs, storing
+	// nothing: the workflow it would start.
+	CheckProvision(ctx context.Context, m store.Machine) (store.Workflow, error)
 }
 
 // Power drives BMCs; the bmc package implements it. Calls block until the

@@ -43,6 +43,37 @@ func (e *Engine) Provision(ctx context.Context, m store.Machine) (store.Machine,
 	}
 }
 
+// CheckProvision renders m's template for its hardware and checks its
+// inputs as Provision does, and stores nothing: the workflow it would
+// start, unsaved. The hardware may hold a machine already (a plan checks
+// the inputs of a replace or a reinstall before it happens).
+func (e *Engine) CheckProvision(ctx context.Context, m store.Machine) (store.Workflow, error) {
+	var hw store.Hardware
+	var tpl store.Template
+	err := e.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if hw, err = tx.Hardware(m.HardwareID); err != nil {
+			return err
+		}
+		tpl, err = tx.Template(m.TemplateID)
+		return err
+	})
+	if err == nil && m.Wipe != "" {
+		err = checkWipe(m.Wipe)
+	}
+	if err != nil {
+		return store.Workflow{}, fmt.Errorf("check provision of %s: %w", m.HardwareID, err)
+	}
+	rendered, err := e.render(ctx, tpl.Content, e.data(hw, m))
+	if err != nil {
+		return store.Workflow{}, fmt.Errorf("check provision of %s: render template %q for hardware %q: %w: %w", m.HardwareID, tpl.Name, hw.ID, ErrInvalid, err)
+	}
+	return store.Workflow{
+		HardwareID: hw.ID, TemplateID: tpl.ID, Kind: store.KindProvision, State: store.StatePending,
+		Parameters: m.Parameters, SensitiveKeys: m.SensitiveKeys, GlobalTimeout: rendered.GlobalTimeout, Actions: actionsOf(rendered),
+	}, nil
+}
+
 // renderAttempts bounds how often Provision and Deprovision render again
 // because their inputs changed during a render.
 const renderAttempts = 3

@@ -1987,8 +1987,14 @@ type ProvisionMachineRequest struct {
 	// user_data is a secret the client keeps out of its state (Terraform's
 	// user_data_wo): provisiond uses it as usual but never returns it.
 	UserDataWriteOnly bool `protobuf:"varint,10,opt,name=user_data_write_only,json=userDataWriteOnly,proto3" json:"user_data_write_only,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Check only: render the template for the hardware with these inputs
+	// and check them as a provision would, but store and start nothing
+	// (the hardware may hold a machine: a plan of a replace or reinstall
+	// checks its new inputs). Errors are the provision's; the answer is the
+	// machine that would be made, its actions pending.
+	DryRun        bool `protobuf:"varint,11,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProvisionMachineRequest) Reset() {
@@ -2087,6 +2093,13 @@ func (x *ProvisionMachineRequest) GetPreserveData() bool {
 func (x *ProvisionMachineRequest) GetUserDataWriteOnly() bool {
 	if x != nil {
 		return x.UserDataWriteOnly
+	}
+	return false
+}
+
+func (x *ProvisionMachineRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
 	}
 	return false
 }
@@ -3571,7 +3584,7 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\x14user_data_write_only\x18\v \x01(\bR\x11userDataWriteOnly\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x05\n" +
 	"\x17ProvisionMachineRequest\x12\x1f\n" +
 	"\vhardware_id\x18\x01 \x01(\tR\n" +
 	"hardwareId\x12\x1f\n" +
@@ -3587,7 +3600,8 @@ const file_baremetalv1_baremetal_proto_rawDesc = "" +
 	"\treinstall\x18\b \x01(\bR\treinstall\x12#\n" +
 	"\rpreserve_data\x18\t \x01(\bR\fpreserveData\x12/\n" +
 	"\x14user_data_write_only\x18\n" +
-	" \x01(\bR\x11userDataWriteOnly\x1a=\n" +
+	" \x01(\bR\x11userDataWriteOnly\x12\x17\n" +
+	"\adry_run\x18\v \x01(\bR\x06dryRun\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aF\n" +

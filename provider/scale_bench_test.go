@@ -283,6 +283,40 @@ resource "baremetal_machine" "node" {
 `, tpl, n, machines))
 }
 
+// rackConfig is n servers installed through examples/modules/rack, one
+// module instance per server, on addresses of their own (beside
+// scaleConfig's on the same provisiond).
+func rackConfig(t *testing.T, d *testDaemon, n int) string {
+	abs, err := filepath.Abs("../examples/modules/rack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hcl(`
+terraform {
+  required_providers {
+    baremetal = { source = "rackform/baremetal" }
+  }
+}
+`, d.ProviderConfig(), fmt.Sprintf(`
+module "rack" {
+  source = %q
+  servers = { for i in range(%d) : "rack-node${i}" => {
+    mac     = format("52:54:00:02:%%02x:%%02x", floor(i / 256), i %% 256)
+    address = "10.21.${floor(i / 250)}.${i %% 250 + 1}/16"
+    disks   = ["/dev/vda"]
+    bmc     = { address = "127.0.0.1", username = "admin", verify = false }
+  } }
+  bmc_passwords = { for i in range(%d) : "rack-node${i}" => "bmc-pw" }
+  template = {
+    name    = "rack"
+    content = "version: \"0.1\"\nname: rack\nglobal_timeout: 600\ntasks:\n  - name: install\n    actions:\n      - name: install\n        image: exec\n        timeout: 60\n        command: [\"true\"]\n"
+  }
+  parameters = { image = "v1" }
+  timeouts   = { create = "10m" }
+}
+`, abs, n, n))
+}
+
 // floorConfig is the same count of the floor provider's three-attribute
 // resources, the machines depending on the hardware as above.
 func floorConfig(n int) string {
@@ -310,7 +344,8 @@ resource "floor_machine" "node" {
 // TestScalePlan: a no-change plan of BENCH_SCALE_N (1,000)
 // baremetal_hardware and as many baremetal_machine against provisiond,
 // of the same configuration on the floor's resources of our schemas
-// (floor_like_*), and of as many three-attribute floor resources, in
+// (floor_like_*), of as many three-attribute floor resources, and with
+// BENCH_SCALE_RACK=1 of as many servers through examples/modules/rack, in
 // turns, BENCH_SCALE_RUNS (3) times each; prints the medians, the CPU time
 // of terraform and its plugin, and the ratios, with and without refresh.
 // BENCH_SCALE_PROFILE=FILE writes a CPU profile of the test process
@@ -319,17 +354,25 @@ func TestScalePlan(t *testing.T) {
 	requireScaleBench(t)
 	n, runs := envInt(t, "BENCH_SCALE_N", 1000), envInt(t, "BENCH_SCALE_RUNS", 3)
 	d, _ := startSimLab(t)
+	ourPlugin := buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")
 	floorPlugin := buildPlugin(t, "floor", "github.com/rackform/terraform-provider-baremetal/provider/internal/benchfloor/cmd/terraform-provider-floor")
 	dirs := []struct {
 		name, config string
 		dir          *tfDir
 	}{
-		{"baremetal", scaleConfig(d, n, n), newTFDir(t, map[string]string{"rackform/baremetal": buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")}, nil)},
+		{"baremetal", scaleConfig(d, n, n), newTFDir(t, map[string]string{"rackform/baremetal": ourPlugin}, nil)},
 		{"floor of our schemas", likeConfig(n, n), newTFDir(t, map[string]string{"bench/floor": floorPlugin}, nil)},
 		{"floor of 3 attributes", floorConfig(n), newTFDir(t, map[string]string{"bench/floor": floorPlugin}, nil)},
 	}
+	if os.Getenv("BENCH_SCALE_RACK") != "" {
+		dirs = append(dirs, struct {
+			name, config string
+			dir          *tfDir
+		}{"baremetal through examples/modules/rack", rackConfig(t, d, n), newTFDir(t, map[string]string{"rackform/baremetal": ourPlugin}, nil)})
+	}
 	for _, x := range dirs {
 		x.dir.write(t, x.config)
+		x.dir.run(t, []int{0}, "get") // modules (init would query the registry for the dev-overridden providers)
 		took, _ := x.dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve", "-parallelism=50")
 		t.Logf("setup: apply of %d + %d resources of the %s (-parallelism=50): %s", n, n, x.name, secs(took))
 	}

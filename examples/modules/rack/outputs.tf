@@ -1,14 +1,6 @@
 output "machines" {
   description = "Each machine's address, state, install time and workflow, keyed by host name."
-  value = {
-    for name, m in baremetal_machine.server : name => {
-      hardware_id    = m.hardware_id
-      ip             = m.ip
-      state          = m.state
-      provisioned_at = m.provisioned_at
-      workflow_id    = m.workflow_id
-    }
-  }
+  value       = { for name, s in module.server : name => s.machine }
 }
 
 output "template_id" {

@@ -5,24 +5,8 @@ variable "hostname" {
 }
 
 variable "server" {
-  type = object({
-    mac          = string
-    address      = optional(string)
-    gateway      = optional(string)
-    name_servers = optional(list(string))
-    arch         = optional(string, "x86_64")
-    uefi         = optional(bool, false)
-    disks        = optional(list(string), ["/dev/sda"])
-    labels       = optional(map(string))
-    metadata     = optional(string, "{}")
-    bmc = object({
-      driver   = optional(string, "ipmi")
-      address  = string
-      port     = optional(number)
-      username = string
-      verify   = optional(bool, true)
-    })
-  })
+  description = "One entry of the rack's servers, its optional attributes filled in by ../variables.tf."
+  type        = any
 }
 
 variable "bmc_password" {

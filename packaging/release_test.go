@@ -623,5 +623,17 @@ func registryInstall(t *testing.T, tf, tmp string, files, sums map[string]string
 		t.Errorf("terraform init accepted SHA256SUMS that differ from what was signed:\n%s", out)
 	} else if !strings.Contains(strings.ToLower(string(out)), "signature") {
 		t.Errorf("terraform init with altered SHA256SUMS failed, but not on the signature:\n%s", out)
+	} else {
+		t.Logf("terraform init with altered SHA256SUMS refused: %s", firstLineWith(string(out), "signature"))
 	}
+}
+
+// firstLineWith is the first line of s that contains sub, trimmed.
+func firstLineWith(s, sub string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(strings.ToLower(line), sub) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }

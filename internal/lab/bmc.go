@@ -11,7 +11,7 @@ import (
 	"github.com/rackform/terraform-provider-baremetal/internal/testkit/ipmisim"
 )
 
-// BMC is an OpenIPMI ipmi_sim instance listening on 127.0.0.1:Port (inside
+// BMC is an OpenIPMI ipmi_sim instance listening on Addr:Port (inside
 // the namespace) whose chassis_control script powers VM on and off: power on
 // starts QEMU daemonized with -boot order=n when the stored boot device is
 // pxe and order=c otherwise; power off kills it by PID; the power state is
@@ -31,8 +31,11 @@ type BMC struct {
 	// boot device), its output appended to Dir/machine.out; power off kills
 	// its whole process group; the power state is whether it lives. A reset
 	// restarts it. VM then only names the BMC and gives Dir.
-	Machine  []string
-	Port     int
+	Machine []string
+	Port    int
+	// Addr is the address it listens on, default 127.0.0.1; another one
+	// must be on an interface of the namespace.
+	Addr     string
 	User     string // default "admin"
 	Password string // default "password"
 	// Dir holds lan.conf, sim.emu, the chassis script and the ipmi_sim state;
@@ -81,7 +84,7 @@ func shellQuote(s string) string {
 // kit is this BMC's configuration for the test kit's ipmi_sim harness.
 func (b *BMC) kit(ns *NetNS) ipmisim.Config {
 	c := ipmisim.Config{
-		Name: b.VM.Name, Dir: b.dir(), Port: b.Port, Script: filepath.Join(b.dir(), "chassis-control"),
+		Name: b.VM.Name, Dir: b.dir(), Port: b.Port, Addr: b.Addr, Script: filepath.Join(b.dir(), "chassis-control"),
 		Users: []ipmisim.User{
 			{ID: 1, Name: "", Password: "test", Priv: "user"},
 			{ID: 2, Name: b.user(), Password: b.password(), Priv: "admin"},
@@ -95,7 +98,7 @@ func (b *BMC) kit(ns *NetNS) ipmisim.Config {
 
 // client is how ipmitool reaches this BMC (from inside its namespace).
 func (b *BMC) client() ipmisim.Client {
-	c := ipmisim.Client{Port: b.Port, User: b.user(), Password: b.password()}
+	c := ipmisim.Client{Host: b.Addr, Port: b.Port, User: b.user(), Password: b.password()}
 	if b.ns != nil {
 		c.NS = b.ns.Name
 	}

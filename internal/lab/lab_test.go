@@ -40,6 +40,13 @@ func TestVMArgs(t *testing.T) {
 				"-drive", "file=/w/d.qcow2,format=qcow2,if=none,id=d0", "-device", "nvme,serial=d,drive=d0,bootindex=1"},
 			notWant: []string{"virtio-blk-pci,drive=d0,bootindex=1"},
 		},
+		"uefi sata disk": {
+			vm:    VM{Name: "g", Dir: "/t", Firmware: UEFI, Disk: "/t/d.qcow2", DiskDevice: SATA, Tap: "tap4", MAC: "3c:ec:ef:10:20:31"},
+			order: "c",
+			want: []string{"-device", "ahci,id=ahci0", "-drive", "file=/t/d.qcow2,format=qcow2,if=none,id=d0",
+				"-device", "ide-hd,drive=d0,bus=ahci0.0,bootindex=1"},
+			notWant: []string{"virtio-blk-pci,drive=d0,bootindex=1"},
+		},
 		"uefi http boot, pxe off in setup": {
 			vm:    VM{Name: "e", Dir: "/v", Firmware: UEFI, HTTPBoot: true, NoNICROM: true, Tap: "tap2", MAC: "52:54:00:00:00:05"},
 			order: "n",

@@ -76,6 +76,7 @@ type DiskDevice string
 const (
 	VirtioBlk DiskDevice = "virtio-blk" // virtio-blk-pci: /dev/vda (the default)
 	NVMe      DiskDevice = "nvme"       // QEMU's nvme controller: /dev/nvme0n1
+	SATA      DiskDevice = "sata"       // a SATA disk on an AHCI controller: /dev/sda
 )
 
 // GuestDisk is the name the guest's kernel gives the disk, or with
@@ -87,6 +88,8 @@ func (vm VM) GuestDisk() string {
 		return "/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_" + vm.Name
 	case vm.DiskDevice == NVMe:
 		return "/dev/nvme0n1"
+	case vm.DiskDevice == SATA: // DiskByID is not made for it
+		return "/dev/sda"
 	case vm.DiskByID:
 		return "/dev/disk/by-id/virtio-" + vm.Name
 	}
@@ -363,11 +366,16 @@ func (vm VM) diskArgs(bootOrder string) []string {
 	if vm.DiskByID {
 		dev += ",serial=" + vm.Name
 	}
-	if vm.DiskDevice == NVMe {
+	var ctrl []string
+	switch vm.DiskDevice {
+	case NVMe:
 		dev = "nvme,serial=" + vm.Name + ",drive=d0"
+	case SATA:
+		ctrl = []string{"-device", "ahci,id=ahci0"}
+		dev = "ide-hd,drive=d0,bus=ahci0.0"
 	}
 	if bootOrder == "c" {
 		dev += ",bootindex=1"
 	}
-	return []string{"-drive", drive, "-device", dev}
+	return append(ctrl, "-drive", drive, "-device", dev)
 }

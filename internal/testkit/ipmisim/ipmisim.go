@@ -50,7 +50,10 @@ type Config struct {
 	Name string // lan.conf's name
 	// Dir holds lan.conf, sim.emu and the state directory; it must exist.
 	Dir  string
-	Port int // UDP port on 127.0.0.1 (inside NS when set)
+	Port int // UDP port on Addr (inside NS when set)
+	// Addr is the IPv4 address it listens on; default 127.0.0.1. Another
+	// one must be on an interface of NS (or of the host).
+	Addr string
 	// Script is the chassis_control program: ipmi_sim runs it as
 	// `Script 0x20 get power boot...` and `Script 0x20 set power 1|0 ...`
 	// and blocks while it runs.
@@ -67,13 +70,20 @@ type Config struct {
 	ReadyTimeout time.Duration
 }
 
+func (c Config) addr() string {
+	if c.Addr != "" {
+		return c.Addr
+	}
+	return "127.0.0.1"
+}
+
 // LanConf returns ipmi_sim's lan.conf for c.
 func LanConf(c Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `name "%s"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 %d
+    addr %s %d
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -82,7 +92,7 @@ set_working_mc 0x20
     guid a123456789abcdefa123456789abcdef
   endlan
   chassis_control "%s 0x20"
-`, c.Name, c.Port, c.Script)
+`, c.Name, c.addr(), c.Port, c.Script)
 	for _, u := range c.Users {
 		fmt.Fprintf(&b, "  user %d true %q %q %s 10 none md2 md5 straight\n", u.ID, u.Name, u.Password, u.Priv)
 	}
@@ -94,6 +104,7 @@ set_working_mc 0x20
 // shows in ps.
 type Client struct {
 	NS       string // the namespace the BMC listens in, "" for the host's
+	Host     string // default 127.0.0.1
 	Port     int
 	User     string
 	Password string
@@ -101,7 +112,11 @@ type Client struct {
 
 // Args returns ipmitool's connection arguments.
 func (c Client) Args() []string {
-	return []string{"-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", strconv.Itoa(c.Port), "-U", c.User, "-E"}
+	host := c.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return []string{"-I", "lanplus", "-C", "3", "-H", host, "-p", strconv.Itoa(c.Port), "-U", c.User, "-E"}
 }
 
 // Command returns ipmitool with the connection arguments, then args.
@@ -177,7 +192,7 @@ func Start(ctx context.Context, c Config) (*Sim, error) {
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	// The probe logs in as the last user: the admin of both callers.
 	u := c.Users[len(c.Users)-1]
-	if err := s.waitReady(ctx, Client{NS: c.NS, Port: c.Port, User: u.Name, Password: u.Password}, c.ReadyTimeout); err != nil {
+	if err := s.waitReady(ctx, Client{NS: c.NS, Host: c.Addr, Port: c.Port, User: u.Name, Password: u.Password}, c.ReadyTimeout); err != nil {
 		s.Close()
 		b, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("ipmi_sim %s on port %d: %w; ipmi_sim said: %s", c.Name, c.Port, err, strings.TrimSpace(string(b)))

@@ -166,21 +166,29 @@ func (a *Admin) DeprovisionMachine(ctx context.Context, req *pb.DeprovisionMachi
 	return out, grpcError("deprovision machine", err)
 }
 
-// ListWorkflows returns the workflows of one hardware, oldest first.
+// ListWorkflows returns the workflows of one hardware, oldest first, also
+// once the hardware is deleted: the store keeps them for --retention, for
+// the post-mortem after a terraform destroy. An id with neither hardware
+// nor workflows is not found.
 func (a *Admin) ListWorkflows(ctx context.Context, req *pb.ListWorkflowsRequest) (*pb.ListWorkflowsResponse, error) {
 	if req.GetHardwareId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "list workflows: hardware_id is required")
 	}
 	out := &pb.ListWorkflowsResponse{}
 	err := a.st.View(ctx, func(tx *store.Tx) error {
-		if _, err := tx.Hardware(req.GetHardwareId()); err != nil {
+		ws, err := tx.WorkflowsOf(req.GetHardwareId())
+		if err != nil {
 			return err
 		}
-		ws, err := tx.WorkflowsOf(req.GetHardwareId())
+		if len(ws) == 0 {
+			if _, err := tx.Hardware(req.GetHardwareId()); err != nil {
+				return err
+			}
+		}
 		for _, w := range ws {
 			out.Workflows = append(out.Workflows, WorkflowToPB(w))
 		}
-		return err
+		return nil
 	})
 	return out, grpcError("list workflows", err)
 }

@@ -28,7 +28,7 @@ import (
 // say: a network namespace whose eno1 holds the provisioning host's
 // address, a UEFI QEMU server with the guide's MAC and a SATA disk
 // (/dev/sda) on that segment, its ipmi_sim BMC answering at the guide's
-// BMC address (on a dummy interface of the namespace), and a private mount
+// BMC address (on the namespace's loopback), and a private mount
 // namespace in which /etc, /var/lib, /srv and /usr/local are overlays on
 // the host's, their writes in the test's directory, and /etc/hosts names
 // provisiond.example. So the guide's adduser, mkdir, install, chown and
@@ -102,7 +102,7 @@ func TestE2EGuide(t *testing.T) {
 		case roleDaemon:
 			w.startDaemon(t, ctx, s)
 			h := plan.role(t, roleHealth)[0]
-			if out := w.run(t, ctx, h, checkout, h.Script); strings.TrimSpace(out) != "ok" {
+			if out := w.run(t, ctx, h, checkout, h.Script); lastLine(out) != "ok" { // curl: its progress meter, then the body
 				t.Fatalf("%s: /healthz answered %q", h, out)
 			}
 		}
@@ -146,14 +146,15 @@ func TestE2EGuide(t *testing.T) {
 		t.Errorf("apply's outputs have no server1_ip = %q:\n%s", ip, lab.Tail([]byte(stripANSI(out)), 1500))
 	}
 	server := &lab.Server{Name: plan.Hostname, MAC: plan.MAC, Address: plan.Address, BMC: w.bmc}
-	guidePhases(t, ctx, admin, w.console, mark, server, plan.HardwareID, applyStart)
+	key := strings.Fields(match(t, `ssh_keys\s*=\s*\["([^"]+)"\]`, hcl.Body, "the machine's ssh_keys"))
+	guidePhases(t, ctx, admin, w.console, mark, server, plan.HardwareID, key[len(key)-1], applyStart)
 
 	select {
 	case r := <-watchDone:
 		if r.err != nil {
 			t.Errorf("%s: %v\n%s", watch, r.err, r.out)
 		} else {
-			t.Logf("  the watch commands ended %.1fs after apply returned", r.at.Sub(applied).Seconds())
+			t.Logf("  the watch commands ended %.1fs after the apply started (the apply: %.1fs)", r.at.Sub(applyStart).Seconds(), applied.Sub(applyStart).Seconds())
 			checkWatch(t, watch, r.out, plan)
 		}
 	case <-time.After(2 * time.Minute):
@@ -185,7 +186,8 @@ func TestE2EGuide(t *testing.T) {
 	// The destroy step's prose: the workflows stay, listed by hardware id.
 	ctlWorkflows := match(t, "`(provisiond ctl workflows [^`]+)`", destroySection(t, root), "provisiond ctl workflows in step 7")
 	out, err = w.output(ctx, destroy, tfdir, setup+"\n"+ctlWorkflows)
-	if err != nil || strings.Count(out, "succeeded") < 2 {
+	if err != nil || !regexp.MustCompile(`(?m)^\S+\s+provision\s+succeeded\s`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^\S+\s+deprovision\s+succeeded\s`).MatchString(out) {
 		t.Errorf("%s after destroy: want the install's and the wipe's workflows, succeeded: %v\n%s", ctlWorkflows, err, out)
 	}
 	t.Logf("%6.1fs done", since(start))
@@ -221,11 +223,9 @@ func startGuideWorld(t *testing.T, ctx context.Context, p *guidePlan, dir string
 	}
 	t.Cleanup(func() { w.close(t) })
 	steps := [][]string{
-		// The BMC network: its address on a dummy interface, so ipmi_sim
-		// can listen on it.
-		{"ip", "link", "add", "bmc0", "type", "dummy"},
-		{"ip", "addr", "add", p.BMCAddress + "/24", "dev", "bmc0"},
-		{"ip", "link", "set", "bmc0", "up"},
+		// The BMC's address, on the namespace's loopback: ipmi_sim
+		// listens on it.
+		{"ip", "addr", "add", p.BMCAddress + "/32", "dev", "lo"},
 	}
 	if err := w.ns.AddBridge(ctx, p.Interface, p.PublicIP+"/"+prefixOf(p.Address)); err != nil {
 		t.Fatal(err)
@@ -568,14 +568,17 @@ func waitWorkflow(ctx context.Context, admin *client.Client, id string) error {
 	}
 }
 
-// Console lines of the installed Debian after the firmware's disk boot.
-var reLogin = regexp.MustCompile(`^(\S+) login:`)
+// The installed Debian's getty banner (/etc/issue) on the serial
+// console, with the host name: the login prompt after it ends no line.
+var reLogin = regexp.MustCompile(`^Debian GNU/Linux 12 (\S+) ttyS0`)
 
 // guidePhases checks and logs the install from the PXE power-on: iPXE
-// script, agent, image written, the installed kernel after the BMC reset,
-// cloud-init done, the login prompt with the hardware's host name, phone
-// home.
-func guidePhases(t *testing.T, ctx context.Context, admin *client.Client, c *lab.Console, from int, s *lab.Server, id string, t0 time.Time) {
+// script, agent, the installed kernel after the BMC reset (GRUB from the
+// disk), then, in the order they come, the getty banner with the
+// hardware's host name, cloud-init's table of the SSH keys Terraform gave
+// (keyComment names the guide's key) and its final message, and the
+// phone home.
+func guidePhases(t *testing.T, ctx context.Context, admin *client.Client, c *lab.Console, from int, s *lab.Server, id, keyComment string, t0 time.Time) {
 	t.Helper()
 	m, err := admin.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: id})
 	if err != nil {
@@ -586,16 +589,17 @@ func guidePhases(t *testing.T, ctx context.Context, admin *client.Client, c *lab
 		t0 = on
 		i = max(from, c.IndexAt(on))
 	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // the login prompt may follow phone home
+	wctx, cancel := context.WithTimeout(ctx, time.Minute) // what follows the phone home comes within seconds
 	defer cancel()
 	var report []string
 	at := func(name string, when time.Time) {
 		report = append(report, fmt.Sprintf("%s %.1fs", name, when.Sub(t0).Seconds()))
 	}
-	for _, p := range []struct {
+	type phase struct {
 		name string
 		re   *regexp.Regexp
-	}{{"iPXE script", reScript}, {"agent running", reAgent}, {"installed kernel", reKernel}, {"cloud-init done", reCloudInit}, {"login prompt", reLogin}} {
+	}
+	for _, p := range []phase{{"iPXE script", reScript}, {"agent running", reAgent}, {"installed kernel", reKernel}} {
 		j, l, err := c.Wait(wctx, i, p.re)
 		if err != nil {
 			t.Errorf("%s: %v", s.Name, err)
@@ -603,8 +607,17 @@ func guidePhases(t *testing.T, ctx context.Context, admin *client.Client, c *lab
 		}
 		i = j
 		at(p.name, l.At)
+	}
+	reKey := regexp.MustCompile(`^ci-info: \|.*\| ` + regexp.QuoteMeta(keyComment) + ` +\|`)
+	for _, p := range []phase{{"getty banner", reLogin}, {"SSH key", reKey}, {"cloud-init done", reCloudInit}} {
+		_, l, err := c.Wait(wctx, i, p.re)
+		if err != nil {
+			t.Errorf("%s: %v", s.Name, err)
+			continue
+		}
+		at(p.name, l.At)
 		if p.re == reLogin && reLogin.FindStringSubmatch(l.Text)[1] != s.Name {
-			t.Errorf("%s: the installed OS's host name is %q", s.Name, l.Text)
+			t.Errorf("%s: the installed OS's host name: %q", s.Name, l.Text)
 		}
 	}
 	w := m.GetWorkflow()
@@ -624,12 +637,21 @@ func guidePhases(t *testing.T, ctx context.Context, admin *client.Client, c *lab
 }
 
 // checkWatch checks what the guide's watch commands printed: the events
-// up to the end, the machine's actions, the hardware and its power.
+// followed to the workflow's end, the machine's actions, the hardware's
+// interface and netboot, the power the BMC reported.
 func checkWatch(t *testing.T, b planned, out string, p *guidePlan) {
 	t.Helper()
-	for _, want := range []string{p.MAC, "stream-image", "datasource", "succeeded", "on"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("%s: no %q in its output:\n%s", b, want, lab.Tail([]byte(out), 3000))
+	ip := strings.Split(p.Address, "/")[0]
+	for what, re := range map[string]string{
+		"events: the last one":          `(?m)^\S+ \S+\s+state\s+succeeded\s+-\s+provisioned$`,
+		"machines: stream-image":        `(?m)^install\s+stream-image\s+succeeded\s`,
+		"machines: datasource":          `(?m)^install\s+datasource\s+succeeded\s`,
+		"hardware: the interface":       `(?m)^Interface 0:\s+` + regexp.QuoteMeta(p.MAC+" "+ip+"/"),
+		"hardware: netboot off":         `(?m)^Netboot:\s+off$`,
+		"power --refresh: the BMC's on": `(?m)^` + regexp.QuoteMeta(p.HardwareID) + `\s+on\s`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("%s: %s (%s) not in its output:\n%s", b, what, re, lab.Tail([]byte(out), 3000))
 		}
 	}
 }
@@ -649,7 +671,7 @@ data "baremetal_hardware" "guide" {
 }
 
 output "mac" {
-  value = data.baremetal_hardware.guide.mac
+  value = data.baremetal_hardware.guide.interfaces[0].mac
 }
 `
 	if err := os.WriteFile(filepath.Join(tf, "main.tf"), []byte(conf), 0o644); err != nil {

@@ -58,7 +58,10 @@ var flagRE = regexp.MustCompile(`(^|[\s\x60(\[])--([a-z][a-z0-9-]*)`)
 
 // otherTools are the flags of other commands that guides show, with the
 // command they belong to.
-var otherTools = map[string]string{"now": "systemctl enable --now"}
+var otherTools = map[string]string{
+	"now":    "systemctl enable --now",
+	"system": "adduser --system", "group": "adduser --system --group", "home": "adduser --system --group --home",
+}
 
 // TestGuidesFlagsExist: every --flag a guide names is one of provisiond's
 // or of provisiond ctl's, and on a `provisiond ctl` line one of ctl's, on

@@ -2,7 +2,8 @@
 // examples/demo against a real provisiond, whose BMCs (ipmi_sim) power QEMU
 // VMs that PXE-boot the agent OS, get the demo OS written to their disks and
 // boot it; TestE2EDebian does the same with examples/debian and a real
-// Debian 12. Run them with `make e2e` (root, Debian's qemu-system-x86, ipxe,
+// Debian 12, TestE2EGuide with the first-rack guide's commands as written.
+// Run them with `make e2e` (root, Debian's qemu-system-x86, ipxe,
 // openipmi, ipmitool, ovmf, openssh-client; the agent OS, demo image and
 // Debian image built).
 package e2e

@@ -185,7 +185,8 @@ func TestE2EGuide(t *testing.T) {
 	checkDisk(t, ctx, "", server, false)
 	// The destroy step's prose: the workflows stay, listed by hardware id.
 	ctlWorkflows := match(t, "`(provisiond ctl workflows [^`]+)`", destroySection(t, root), "provisiond ctl workflows in step 7")
-	out, err = w.output(ctx, destroy, tfdir, setup+"\n"+ctlWorkflows)
+	prose := planned{mdBlock: mdBlock{Section: "7. Destroy, its prose", Lang: "ctl-workflows", Line: destroy.Line}}
+	out, err = w.output(ctx, prose, tfdir, setup+"\n"+ctlWorkflows)
 	if err != nil || !regexp.MustCompile(`(?m)^\S+\s+provision\s+succeeded\s`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^\S+\s+deprovision\s+succeeded\s`).MatchString(out) {
 		t.Errorf("%s after destroy: want the install's and the wipe's workflows, succeeded: %v\n%s", ctlWorkflows, err, out)

@@ -369,11 +369,15 @@ func (e *env) workflows(ctx context.Context, args []string) error {
 // ---------------------------------------------------------------- events
 
 // resolveWorkflow turns a hardware id into the id of its machine's current
-// workflow, or its latest one when no machine holds it; any other id is
-// taken for a workflow id.
+// workflow, or its latest one when no machine holds it (also once the
+// hardware is deleted: provisiond keeps its workflows for --retention);
+// any other id is taken for a workflow id.
 func (e *env) resolveWorkflow(ctx context.Context, id string) (hardwareID, workflowID string, err error) {
 	_, err = e.c.GetHardware(ctx, &pb.GetHardwareRequest{Id: id})
 	if status.Code(err) == codes.NotFound {
+		if ws, err := e.c.ListWorkflows(ctx, &pb.ListWorkflowsRequest{HardwareId: id}); err == nil && len(ws.GetWorkflows()) > 0 {
+			return id, ws.GetWorkflows()[len(ws.GetWorkflows())-1].GetId(), nil
+		}
 		return "", id, nil
 	}
 	if err != nil {

@@ -546,3 +546,36 @@ func TestSettings(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestEventsAfterHardwareDeleted: after a destroy deleted the hardware,
+// `events HARDWARE_ID` prints its latest workflow's events (provisiond
+// keeps them for --retention), as before the delete.
+func TestEventsAfterHardwareDeleted(t *testing.T) {
+	d := startDaemon(t)
+	ctx := context.Background()
+	c := d.Client
+	if _, err := c.CreateHardware(ctx, &pb.CreateHardwareRequest{Hardware: &pb.Hardware{
+		Id: "gone-1", Hostname: "gone-1", Disks: []string{"/dev/sda"},
+		Interfaces: []*pb.Interface{{Mac: "02:00:00:00:00:09", Ip: "10.0.0.19/24"}},
+		Bmc:        &pb.BMC{Driver: "ipmi", Address: "10.1.0.19", Username: "admin", Password: bmcPassword},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTemplate(ctx, &pb.CreateTemplateRequest{Template: &pb.Template{Id: "ubuntu", Name: "ubuntu", Content: template("ubuntu", "stream-image")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ProvisionMachine(ctx, &pb.ProvisionMachineRequest{HardwareId: "gone-1", TemplateId: "ubuntu", Parameters: map[string]string{"image_url": "http://images/ubuntu.raw"}}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := d.ctl(t, "events", "gone-1", "--follow"); err != nil {
+		t.Fatalf("events --follow: %v\n%s", err, out)
+	}
+	deprovision(t, d, "gone-1")
+	if _, err := c.DeleteHardware(ctx, &pb.DeleteHardwareRequest{Id: "gone-1"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.ctl(t, "events", "gone-1")
+	if err != nil || !strings.Contains(out, "deprovision") {
+		t.Fatalf("events of deleted hardware: %v\n%s", err, out)
+	}
+}

@@ -460,7 +460,7 @@ func profilePlan(t *testing.T, d *testDaemon, ours *tfDir, file string) {
 // machine, next to the same applies of the floor's resources of our
 // schemas; once with agents whose action takes BENCH_SCALE_ACTION (5s), as
 // an install takes its time, which shows whether installs run side by
-// side. Prints the times and ratios.
+// side. Prints the medians and ratios.
 func TestScaleApply(t *testing.T) {
 	requireScaleBench(t)
 	many := envInt(t, "BENCH_SCALE_MACHINES", 20)
@@ -489,14 +489,25 @@ func TestScaleApply(t *testing.T) {
 		took, _ := dir.run(t, []int{0}, "apply", "-input=false", "-auto-approve", fmt.Sprintf("-parallelism=%d", parallelism))
 		return took
 	}
+	// Each figure is the median of BENCH_SCALE_RUNS (3) applies, each on a
+	// fresh provisiond and working directory.
+	runs := envInt(t, "BENCH_SCALE_RUNS", 3)
+	med := func(f func() time.Duration) time.Duration {
+		var ds []time.Duration
+		for range runs {
+			ds = append(ds, f())
+		}
+		return median(ds)
+	}
 	for _, action := range []time.Duration{0, actionTime} {
-		one := apply(1, 10, action)
-		def := apply(many, 10, action)
-		wide := apply(many, many, action)
+		one := med(func() time.Duration { return apply(1, 10, action) })
+		def := med(func() time.Duration { return apply(many, 10, action) })
+		wide := med(func() time.Duration { return apply(many, many, action) })
 		t.Logf("agents' actions taking %s: apply of 1 machine: %s; of %d machines: %s with -parallelism=10 (%.2fx), %s with -parallelism=%d (%.2fx)",
 			action, secs(one), many, secs(def), def.Seconds()/one.Seconds(), secs(wide), many, wide.Seconds()/one.Seconds())
 		if action == 0 {
-			fOne, fWide := applyFloor(1, 10), applyFloor(many, many)
+			fOne := med(func() time.Duration { return applyFloor(1, 10) })
+			fWide := med(func() time.Duration { return applyFloor(many, many) })
 			t.Logf("the floor of our schemas: apply of 1 machine: %s; of %d: %s with -parallelism=%d (%.2fx); baremetal/floor: 1: %.2fx, %d: %.2fx",
 				secs(fOne), many, secs(fWide), many, fWide.Seconds()/fOne.Seconds(), one.Seconds()/fOne.Seconds(), many, wide.Seconds()/fWide.Seconds())
 		}

@@ -65,7 +65,9 @@ func TestAccMachinePlanChecksInstall(t *testing.T) {
 	d, _ := startSimLab(t)
 	dir := newTFDir(t, map[string]string{"rackform/baremetal": buildPlugin(t, "baremetal", "github.com/rackform/terraform-provider-baremetal")}, nil)
 	const warning = "The install of machine node0 will fail"
-	plan := func() string { return dir.exec(t, []int{0, 2}, "plan", "-input=false", "-no-color", "-detailed-exitcode").out }
+	plan := func() string {
+		return dir.exec(t, []int{0, 2}, "plan", "-input=false", "-no-color", "-detailed-exitcode").out
+	}
 
 	dir.write(t, planCheckConfig(d, "", true))
 	if out := plan(); strings.Contains(out, warning) {

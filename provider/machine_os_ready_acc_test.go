@@ -175,7 +175,7 @@ func TestAccMachineNeverPhonesHome(t *testing.T) {
 				Config: simOSConfig(d, "127.0.0.62", phoneHomeUserData(d), "", "15s"),
 				ExpectError: regexp.MustCompile(`(?s)installed, but its OS never phoned home.*provision workflow \S+ succeeded\s+at.*` +
 					`did\s+not\s+phone\s+home.*timeouts.create\s+\(15s\).*user\s+data\s+mentions\s+/phone-home.*phone_home.*127\.0\.0\.62.*console.*` +
-					`wait_for\s+=\s+"installed"`),
+					`wait_for\s+=\s+"installed".*all\s+\d+\s+actions\s+done.*waiting\s+for\s+the\s+installed\s+OS\s+to\s+phone\s+home:\s+\S+`),
 			},
 			{
 				// Tainted, with the succeeded install in its attributes;

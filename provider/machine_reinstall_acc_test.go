@@ -242,8 +242,10 @@ func TestAccMachineReplaceSkipsWipe(t *testing.T) {
 		ProtoV6ProviderFactories: protoV6,
 		Steps: []resource.TestStep{
 			{
-				Config:      reinstallConfig(d, "#cloud-config\n", "v1", "", "3s"),
-				ExpectError: regexp.MustCompile(`Timed out provisioning hardware node0`),
+				Config: reinstallConfig(d, "#cloud-config\n", "v1", "", "3s"),
+				// The diagnostic names the phase reached and its time.
+				ExpectError: regexp.MustCompile(`(?s)Timed out provisioning hardware node0.*Where\s+workflow\s+\S+\s+got\s+to:\s+booting,\s+in\s+the\s+boot\s+into\s+the\s+agent\s+OS.*` +
+					`boot\s+into\s+the\s+agent\s+OS:\s+\S+\s+so\s+far;\s+the\s+agent\s+has\s+not\s+called\s+in`),
 			},
 			{
 				PreConfig: func() { bmc.Hold("node0", nil) },

@@ -158,8 +158,8 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 			neverPhonedHome(preq.HardwareId, plan.IP.ValueString(), w, timeout, why))
 	case timedOut(wctx, werr):
 		resp.Diagnostics.AddError("Timed out provisioning hardware "+preq.HardwareId,
-			fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at the workflow's events with `provisiond ctl events %s`.",
-				wfID, timeout, plan.State.ValueString(), wfID))
+			timeoutDetail(fmt.Sprintf("The provision workflow %s did not finish within %s (state %s). The machine stays in Terraform state as tainted: the next apply reinstalls it. Raise timeouts.create if installs take longer, or look at the workflow's events with `provisiond ctl events %s`.",
+				wfID, timeout, plan.State.ValueString(), wfID), r.lastSnapshot(rctx, preq.HardwareId, wfID, w)))
 	case werr != nil && errors.Is(werr, context.Canceled):
 		resp.Diagnostics.AddError("Provisioning of hardware "+preq.HardwareId+" interrupted",
 			fmt.Sprintf("Terraform stopped waiting for workflow %s, which goes on in provisiond. The machine stays in state as tainted: the next apply replaces it.", wfID))
@@ -321,8 +321,11 @@ func (r *machineResource) Delete(ctx context.Context, req resource.DeleteRequest
 	w, _, err := r.follow(wctx, id, wfID, true, false)
 	switch {
 	case timedOut(wctx, err):
+		rctx, rcancel := detached(ctx)
+		defer rcancel()
 		resp.Diagnostics.AddError("Timed out deprovisioning machine "+id,
-			fmt.Sprintf("The deprovision workflow %s (wipe %s) did not finish within %s. The machine stays in state; destroy again to keep waiting, or raise timeouts.delete.", wfID, state.Wipe.ValueString(), timeout))
+			timeoutDetail(fmt.Sprintf("The deprovision workflow %s (wipe %s) did not finish within %s. The machine stays in state; destroy again to keep waiting, or raise timeouts.delete.", wfID, state.Wipe.ValueString(), timeout),
+				r.lastSnapshot(rctx, id, wfID, w)))
 		return
 	case err != nil:
 		addAPIError(&resp.Diagnostics, r.client, "Lost track of deprovisioning machine "+id, err)

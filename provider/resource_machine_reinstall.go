@@ -219,8 +219,8 @@ func (r *machineResource) reinstall(ctx context.Context, req resource.UpdateRequ
 			neverPhonedHome(preq.HardwareId, plan.IP.ValueString(), w, timeout, whyWait))
 	case timedOut(wctx, werr):
 		resp.Diagnostics.AddError("Timed out reinstalling machine "+preq.HardwareId,
-			fmt.Sprintf("The reinstall workflow %s did not finish within %s (state %s). Raise timeouts.update if installs take longer, or look at its events with `provisiond ctl events %s`. %s",
-				wfID, timeout, plan.State.ValueString(), wfID, again))
+			timeoutDetail(fmt.Sprintf("The reinstall workflow %s did not finish within %s (state %s). Raise timeouts.update if installs take longer, or look at its events with `provisiond ctl events %s`. %s",
+				wfID, timeout, plan.State.ValueString(), wfID, again), r.lastSnapshot(rctx, preq.HardwareId, wfID, w)))
 	case werr != nil && errors.Is(werr, context.Canceled):
 		resp.Diagnostics.AddError("Reinstall of machine "+preq.HardwareId+" interrupted",
 			fmt.Sprintf("Terraform stopped waiting for workflow %s, which goes on in provisiond.", wfID))

@@ -251,7 +251,8 @@ func TestAccMachineFailedActionTaints(t *testing.T) {
 	l := startRealLab(t)
 	m := l.addMachine(t, "node0", 0, "bmc-pw")
 	cfg := labConfig(l.ProviderConfig(), m, true, `"bmc-pw"`, "v1", "on", "none")
-	failed := regexp.MustCompile(`(?s)Provisioning of hardware node0 failed.*Failed action: "broken-write".*exit status 3.*Last output of the action:.*writing partition table.*error: no space left on device`)
+	failed := regexp.MustCompile(`(?s)Provisioning of hardware node0 failed.*Failed action: "broken-write".*exit status 3.*Last output of the action:.*writing partition table.*error: no space left on device.*` +
+		`Where\s+workflow\s+\S+\s+got\s+to:\s+failed,\s+at\s+action\s+"broken-write".*boot\s+into\s+the\s+agent\s+OS:\s+\S+,\s+until\s+the\s+agent\s+called\s+in`)
 	resource.Test(t, resource.TestCase{
 		PreCheck:                 preCheck(t),
 		ProtoV6ProviderFactories: protoV6,

@@ -56,7 +56,28 @@ func failureDetail(what string, w *pb.Workflow) string {
 	if w.GetError() != "" {
 		fmt.Fprintf(&b, "\n\nError: %s", w.GetError())
 	}
+	b.WriteString("\n\n" + timeline(w, time.Now()))
 	return b.String()
+}
+
+// lastSnapshot is workflow wfID as provisiond has it now, for a
+// diagnostic: the machine's current workflow when it is wfID, else w (the
+// last one followed, may be nil).
+func (r *machineResource) lastSnapshot(ctx context.Context, hardwareID, wfID string, w *pb.Workflow) *pb.Workflow {
+	pm, err := r.client.GetMachine(ctx, &pb.GetMachineRequest{HardwareId: hardwareID})
+	if err == nil && pm.GetWorkflow().GetId() == wfID {
+		return pm.GetWorkflow()
+	}
+	return w
+}
+
+// timeoutDetail is a timeout diagnostic's text: what did not finish, then
+// where the workflow got to.
+func timeoutDetail(text string, w *pb.Workflow) string {
+	if tl := timeline(w, time.Now()); tl != "" {
+		return text + "\n\n" + tl
+	}
+	return text
 }
 
 // follow streams the events of a workflow into the Terraform log until
@@ -197,6 +218,10 @@ func neverPhonedHome(hwID, ip string, w *pb.Workflow, timeout time.Duration, why
 	fmt.Fprintf(&b, "- the server's network: it must reach provisiond from %s, as provisiond accepts a phone-home only from the machine's own address (provisiond's log says \"phone-home refused\" with the reason when a call came but was refused);\n", from)
 	b.WriteString("- the server's console (BMC serial-over-LAN or KVM), and on the server `cloud-init status --long` and /var/log/cloud-init.log: did the OS boot, did cloud-init run?\n\n")
 	fmt.Fprintf(&b, "Set wait_for = \"installed\" to return once the install succeeded without waiting for the OS. The machine stays in Terraform state as tainted: the next apply reinstalls it (`terraform untaint baremetal_machine.NAME` keeps the install as it is; hardware %s).", hwID)
+	b.WriteString("\n\n" + timeline(w, time.Now()))
+	if w.GetFinishedAt() != nil {
+		fmt.Fprintf(&b, "\n- waiting for the installed OS to phone home: %s", span(time.Since(w.GetFinishedAt().AsTime())))
+	}
 	return b.String()
 }
 
@@ -208,4 +233,83 @@ func neverPhonedHome(hwID, ip string, w *pb.Workflow, timeout time.Duration, why
 func timedOut(wctx context.Context, err error) bool {
 	return err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(wctx.Err(), context.DeadlineExceeded) ||
 		status.Code(err) == codes.DeadlineExceeded)
+}
+
+// timeline says where workflow w got to and how long each phase took: the
+// boot into the agent OS (from the workflow's creation until its agent
+// called in), then each action. now ends what is still going on. Every
+// failure and timeout diagnostic carries it, so the first thing a user
+// reads names the phase and action reached.
+func timeline(w *pb.Workflow, now time.Time) string {
+	if w == nil {
+		return ""
+	}
+	end := now
+	if w.GetFinishedAt() != nil {
+		end = w.GetFinishedAt().AsTime()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Where workflow %s got to: %s", w.GetId(), reached(w))
+	if w.GetCreatedAt() != nil {
+		created := w.GetCreatedAt().AsTime()
+		fmt.Fprintf(&b, ", %s after it was created at %s", span(end.Sub(created)), created.UTC().Format(time.RFC3339))
+	}
+	b.WriteString(".")
+	if len(w.GetActions()) == 0 {
+		return b.String() // a deprovision with nothing to wipe boots nothing
+	}
+	if w.GetCreatedAt() != nil {
+		created := w.GetCreatedAt().AsTime()
+		switch {
+		case w.GetStartedAt() != nil:
+			fmt.Fprintf(&b, "\n- boot into the agent OS: %s, until the agent called in", span(w.GetStartedAt().AsTime().Sub(created)))
+		case terminal(w.GetState()):
+			fmt.Fprintf(&b, "\n- boot into the agent OS: %s; the agent never called in", span(end.Sub(created)))
+		default:
+			fmt.Fprintf(&b, "\n- boot into the agent OS: %s so far; the agent has not called in", span(end.Sub(created)))
+		}
+	}
+	for _, a := range w.GetActions() {
+		fmt.Fprintf(&b, "\n- action %q (task %q): ", a.GetName(), a.GetTask())
+		switch st := a.GetState(); {
+		case a.GetStartedAt() == nil:
+			b.WriteString("not started")
+		case a.GetFinishedAt() != nil:
+			fmt.Fprintf(&b, "%s in %s", stateName(st), span(a.GetFinishedAt().AsTime().Sub(a.GetStartedAt().AsTime())))
+		default:
+			fmt.Fprintf(&b, "%s for %s", stateName(st), span(end.Sub(a.GetStartedAt().AsTime())))
+		}
+		if a.GetAttempt() > 1 {
+			fmt.Fprintf(&b, " (attempt %d)", a.GetAttempt())
+		}
+	}
+	return b.String()
+}
+
+// reached names the phase, and the action, workflow w got to.
+func reached(w *pb.Workflow) string {
+	for _, a := range w.GetActions() {
+		if a.GetState() == pb.State_STATE_SUCCEEDED {
+			continue
+		}
+		if a.GetStartedAt() != nil {
+			return fmt.Sprintf("%s, at action %q", stateName(w.GetState()), a.GetName())
+		}
+		if w.GetStartedAt() == nil {
+			return stateName(w.GetState()) + ", in the boot into the agent OS"
+		}
+		return fmt.Sprintf("%s, before action %q", stateName(w.GetState()), a.GetName())
+	}
+	if n := len(w.GetActions()); n > 0 {
+		return fmt.Sprintf("%s, all %d actions done", stateName(w.GetState()), n)
+	}
+	return stateName(w.GetState())
+}
+
+// span is a duration as diagnostics print it, to a tenth of a second.
+func span(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return d.Round(100 * time.Millisecond).String()
 }

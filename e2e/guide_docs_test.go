@@ -114,7 +114,7 @@ const (
 )
 
 var guideSteps = []guideStep{
-	{"From the Debian package", "sh", 0, roleNotRun}, // packaging/deb_test.go installs the .deb; this test runs the binary's path
+	{"From the Debian package", "sh", 0, roleNotRun}, // TestE2EPackage installs the .deb with apt in a booted Debian and runs it under systemd; this test runs the binary's path
 	{"From the binary", "sh", 0, roleRun},
 	{"The agent OS", "sh", 0, roleRun},
 	{"2. Token and TLS", "sh", 0, roleRun},

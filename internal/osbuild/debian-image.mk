@@ -17,3 +17,13 @@ debian-image: ## Build build/images/debian-12.raw.zst (+ .sha256 of the .zst): D
 	DEBIAN_MIRROR=$(DEBIAN_MIRROR) DEBIAN_SUITE=$(DEBIAN_SUITE) METADATA_URL=$(DEBIAN_METADATA_URL) \
 	CACHE_DIR=$(BUILD_DIR)/cache WORK_DIR=$(BUILD_DIR)/debian-image.work \
 		internal/osbuild/debian-image.sh $(DEBIAN_IMAGE)
+
+# The packages provisiond's .deb depends on (packaging/debian/control.in)
+# that the image lacks, with their dependencies: TestE2EPackage installs
+# the .deb on a booted copy of the image, which has no network.
+DEBIAN_IMAGE_DEBS := $(BUILD_DIR)/images/debian-12-debs
+PROVISIOND_DEPENDS = $(shell sed -n 's/^Depends: //p' packaging/debian/control.in | tr -d ,)
+
+.PHONY: debian-image-debs
+debian-image-debs: debian-image ## Download into build/images/debian-12-debs the .debs the package needs and the Debian image lacks (root; cached).
+	internal/osbuild/image-debs.sh $(DEBIAN_IMAGE) $(DEBIAN_IMAGE_DEBS) $(PROVISIOND_DEPENDS)

@@ -2,9 +2,14 @@ package provider
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-jsontypes/jsontypes"
 	"github.com/hashicorp/terraform-plugin-framework-validators/datasourcevalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
@@ -32,6 +37,7 @@ type hardwareDataModel struct {
 	ID         types.String         `tfsdk:"id"`
 	MAC        types.String         `tfsdk:"mac"`
 	Hostname   types.String         `tfsdk:"hostname"`
+	WithLabels types.Map            `tfsdk:"with_labels"`
 	Interfaces types.List           `tfsdk:"interfaces"`
 	Arch       types.String         `tfsdk:"arch"`
 	UEFI       types.Bool           `tfsdk:"uefi"`
@@ -64,7 +70,7 @@ func (d *hardwareDataSource) Metadata(_ context.Context, req datasource.Metadata
 
 func (d *hardwareDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
 	resp.Schema = schema.Schema{
-		Description: "Looks up hardware registered with provisiond by id, MAC address or host name. The BMC password is never returned.",
+		Description: "Looks up hardware registered with provisiond by id, MAC address, host name or labels. The BMC password is never returned.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Description: "Hardware id to look up.",
@@ -78,6 +84,13 @@ func (d *hardwareDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			"hostname": schema.StringAttribute{
 				Description: "Look up the hardware with this host name (it must be unique).",
 				Optional:    true, Computed: true,
+			},
+			"with_labels": schema.MapAttribute{
+				Description: "Look up the only hardware that carries all of these labels, each with its value (`{ rack = \"r12\", role = \"db\" }`; other labels may be present). " +
+					"provisiond filters on them; none or several matches are an error that names them.",
+				Optional:    true,
+				ElementType: types.StringType,
+				Validators:  []validator.Map{mapvalidator.SizeAtLeast(1), mapvalidator.KeysAre(labelKeyValidator()), mapvalidator.ValueStringsAre(labelValueValidator())},
 			},
 			"interfaces": schema.ListNestedAttribute{
 				Description: "Network interfaces; the first is the boot interface.",
@@ -128,7 +141,7 @@ func (d *hardwareDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 
 func (d *hardwareDataSource) ConfigValidators(context.Context) []datasource.ConfigValidator {
 	return []datasource.ConfigValidator{
-		datasourcevalidator.ExactlyOneOf(path.MatchRoot("id"), path.MatchRoot("mac"), path.MatchRoot("hostname")),
+		datasourcevalidator.ExactlyOneOf(path.MatchRoot("id"), path.MatchRoot("mac"), path.MatchRoot("hostname"), path.MatchRoot("with_labels")),
 	}
 }
 
@@ -174,6 +187,21 @@ func (d *hardwareDataSource) Read(ctx context.Context, req datasource.ReadReques
 			resp.Diagnostics.AddError("No hardware with MAC "+mac, "provisiond knows no hardware with an interface of that MAC address.")
 			return
 		}
+	case !cfg.WithLabels.IsNull():
+		want := map[string]string{}
+		resp.Diagnostics.Append(cfg.WithLabels.ElementsAs(ctx, &want, false)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		var found *pb.ListHardwareResponse
+		found, err = d.client.ListHardware(ctx, &pb.ListHardwareRequest{Labels: want})
+		if err == nil && len(found.GetHardware()) != 1 {
+			resp.Diagnostics.AddError("No unique hardware with labels "+sortedLabels(want), labelMatches(found.GetHardware()))
+			return
+		}
+		if err == nil {
+			h = found.GetHardware()[0]
+		}
 	default:
 		var all *pb.ListHardwareResponse
 		all, err = d.client.ListHardware(ctx, &pb.ListHardwareRequest{})
@@ -197,7 +225,7 @@ func (d *hardwareDataSource) Read(ctx context.Context, req datasource.ReadReques
 		return
 	}
 	out := hardwareDataModel{
-		ID: types.StringValue(h.GetId()), MAC: cfg.MAC, Hostname: strOrNull(h.GetHostname()),
+		ID: types.StringValue(h.GetId()), MAC: cfg.MAC, Hostname: strOrNull(h.GetHostname()), WithLabels: cfg.WithLabels,
 		Arch: types.StringValue(h.GetArch()), UEFI: types.BoolValue(h.GetUefi()),
 		Disks: stringList(h.GetDisks()), Labels: stringMap(h.GetLabels()),
 		Metadata: jsontypes.NewNormalizedNull(), Power: strOrNull(powerName(h.GetPower())),
@@ -236,4 +264,31 @@ func (d *hardwareDataSource) Read(ctx context.Context, req datasource.ReadReques
 	resp.Diagnostics.Append(diags...)
 	out.Netboot = nb
 	resp.Diagnostics.Append(resp.State.Set(ctx, out)...)
+}
+
+// sortedLabels prints labels as k=v,k=v in key order.
+func sortedLabels(m map[string]string) string {
+	keys := slices.Sorted(maps.Keys(m))
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// labelMatches explains a with_labels lookup that found none or several:
+// the matches by id and host name, at most ten.
+func labelMatches(hw []*pb.Hardware) string {
+	if len(hw) == 0 {
+		return "provisiond knows no hardware that carries all of these labels."
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "provisiond knows %d hardware records that carry all of these labels; add a label that tells them apart, or look one up by id:", len(hw))
+	for i, h := range hw {
+		if i == 10 {
+			fmt.Fprintf(&b, "\n- and %d more", len(hw)-i)
+			break
+		}
+		fmt.Fprintf(&b, "\n- %s (%s)", h.GetId(), h.GetHostname())
+	}
+	return b.String()
 }

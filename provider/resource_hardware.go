@@ -212,7 +212,7 @@ func (r *hardwareResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				},
 			},
 			"labels": schema.MapAttribute{
-				Description: "Labels, e.g. rack or role; data sources and provisiond's list calls filter on them. A key is an optional DNS-name prefix and `/`, then 1-63 letters, digits, `.`, `_` or `-` that start and end with a letter or digit (`rack`, `example.com/role`); a value is at most 256 printable characters (no line breaks), and may be empty.",
+				Description: "Labels, e.g. rack or role; the `baremetal_hardware` data source finds hardware by them (`with_labels`), as does provisiond's `ListHardware`. A key is an optional DNS-name prefix and `/`, then 1-63 letters, digits, `.`, `_` or `-` that start and end with a letter or digit (`rack`, `example.com/role`); a value is at most 256 printable characters (no line breaks), and may be empty.",
 				Optional:    true,
 				ElementType: types.StringType,
 				Validators:  []validator.Map{mapvalidator.SizeAtLeast(1), mapvalidator.KeysAre(labelKeyValidator()), mapvalidator.ValueStringsAre(labelValueValidator())},

@@ -186,13 +186,29 @@ data "baremetal_hardware" "by_name" {
 data "baremetal_hardware" "by_id" {
   id = baremetal_hardware.test.id
 }
+data "baremetal_hardware" "by_labels" {
+  with_labels = { rack = "r1" }
+  depends_on  = [baremetal_hardware.test]
+}
 `)
+	// A second rack-r1 server makes the label lookup ambiguous; a label
+	// no hardware has finds nothing.
+	second := `
+resource "baremetal_hardware" "second" {
+  hostname   = "ds2"
+  interfaces = [{ mac = "52:54:00:aa:02:02" }]
+  bmc        = { driver = "manual" }
+  labels     = { rack = "r1", role = "spare" }
+}
+`
 	resource.ParallelTest(t, resource.TestCase{
 		PreCheck:                 preCheck(t),
 		ProtoV6ProviderFactories: protoV6,
 		Steps: []resource.TestStep{{
 			Config: cfg,
 			ConfigStateChecks: []statecheck.StateCheck{
+				statecheck.CompareValuePairs("data.baremetal_hardware.by_labels", tfjsonpath.New("id"), "baremetal_hardware.test", tfjsonpath.New("id"), compare.ValuesSame()),
+				statecheck.ExpectKnownValue("data.baremetal_hardware.by_labels", tfjsonpath.New("labels"), knownvalue.MapExact(map[string]knownvalue.Check{"rack": knownvalue.StringExact("r1")})),
 				statecheck.CompareValuePairs("data.baremetal_hardware.by_mac", tfjsonpath.New("id"), "baremetal_hardware.test", tfjsonpath.New("id"), compare.ValuesSame()),
 				statecheck.CompareValuePairs("data.baremetal_hardware.by_name", tfjsonpath.New("id"), "baremetal_hardware.test", tfjsonpath.New("id"), compare.ValuesSame()),
 				statecheck.ExpectKnownValue("data.baremetal_hardware.by_id", tfjsonpath.New("bmc").AtMapKey("password_set"), knownvalue.Bool(true)),
@@ -203,6 +219,16 @@ data "baremetal_hardware" "by_id" {
 					"allow_pxe": knownvalue.Bool(false), "allow_workflow": knownvalue.Bool(false),
 				})),
 			},
+		}, {
+			Config:      cfg + second,
+			ExpectError: regexp.MustCompile(`(?s)No unique hardware with labels rack=r1.*2 hardware records.*\(ds1\).*\(ds2\)|(?s)No unique hardware with labels rack=r1.*2 hardware records.*\(ds2\).*\(ds1\)`),
+		}, {
+			Config: hcl(cfg, `
+data "baremetal_hardware" "none" {
+  with_labels = { rack = "r9" }
+}
+`),
+			ExpectError: regexp.MustCompile(`No unique hardware with labels rack=r9(?s).*knows no hardware that carries`),
 		}},
 	})
 }

@@ -151,7 +151,7 @@ func (a *Admin) ListHardware(ctx context.Context, req *pb.ListHardwareRequest) (
 	next:
 		for _, h := range all {
 			for k, v := range req.GetLabels() {
-				if h.Labels[k] != v {
+				if got, ok := h.Labels[k]; !ok || got != v { // a label of empty value is still a label
 					continue next
 				}
 			}

@@ -590,34 +590,11 @@ func fileSum(t *testing.T, path string) string {
 // (a namespace of its own) and returns the ACK's boot file.
 func pkgDORA(t *testing.T, ctx context.Context, seg *lab.NetNS) string {
 	t.Helper()
-	ns, err := lab.NewNetNS(ctx, "e2epkg-cl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
-	for _, st := range [][]string{
-		{"ip", "link", "add", "pc1", "type", "veth", "peer", "name", "pc0", "netns", ns.Name},
-		{"ip", "link", "set", "pc1", "master", "rack0"},
-		{"ip", "link", "set", "pc1", "up"},
-	} {
-		if err := seg.Run(ctx, st[0], st[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, st := range [][]string{
-		{"sysctl", "-q", "-w", "net.ipv6.conf.pc0.disable_ipv6=1"},
-		{"ip", "link", "set", "pc0", "address", pkgClientMAC},
-		{"ip", "link", "set", "pc0", "up"},
-	} {
-		if err := ns.Run(ctx, st[0], st[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var c *nclient4.Client
+	ns := clientNS(t, ctx, seg, "rack0", "e2epkg-cl", "pc", pkgClientMAC)
+	var (
+		c   *nclient4.Client
+		err error
+	)
 	inNS(t, ns.Name, func() {
 		c, err = nclient4.New("pc0", nclient4.WithTimeout(3*time.Second), nclient4.WithRetry(3))
 	})

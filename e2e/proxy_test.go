@@ -464,6 +464,43 @@ func listen4011(t *testing.T, ns *lab.NetNS) func() []string {
 	}
 }
 
+// clientNS makes a namespace of its own (name, a prefix) for a DHCP
+// client on a segment: a veth whose end <link>1 is a port of bridge in seg
+// and whose end <link>0, in the new namespace, has mac and no IPv6. It is
+// removed at cleanup.
+func clientNS(t *testing.T, ctx context.Context, seg *lab.NetNS, bridge, name, link, mac string) *lab.NetNS {
+	t.Helper()
+	ns, err := lab.NewNetNS(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	port, end := link+"1", link+"0"
+	for _, st := range [][]string{
+		{"ip", "link", "add", port, "type", "veth", "peer", "name", end, "netns", ns.Name},
+		{"ip", "link", "set", port, "master", bridge},
+		{"ip", "link", "set", port, "up"},
+	} {
+		if err := seg.Run(ctx, st[0], st[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range [][]string{
+		{"sysctl", "-q", "-w", "net.ipv6.conf." + end + ".disable_ipv6=1"},
+		{"ip", "link", "set", end, "address", mac},
+		{"ip", "link", "set", end, "up"},
+	} {
+		if err := ns.Run(ctx, st[0], st[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ns
+}
+
 // inNS runs fn on a thread switched into namespace ns, then switches it
 // back. Sockets made in fn stay in ns.
 func inNS(t *testing.T, ns string, fn func()) {

@@ -252,33 +252,7 @@ const (
 // no relay on that path), is ACKed back across the router.
 func checkRelayClient(t *testing.T, ctx context.Context, rack *rackUnderTest, admin *client.Client) {
 	t.Helper()
-	ns, err := lab.NewNetNS(ctx, "e2erl-cl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	for _, st := range [][]string{
-		{"ip", "link", "add", "cl1", "type", "veth", "peer", "name", "cl0", "netns", ns.Name},
-		{"ip", "link", "set", "cl1", "master", lab.ServersBridge},
-		{"ip", "link", "set", "cl1", "up"},
-	} {
-		if err := rack.NS.Run(ctx, st[0], st[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, st := range [][]string{
-		{"sysctl", "-q", "-w", "net.ipv6.conf.cl0.disable_ipv6=1"},
-		{"ip", "link", "set", "cl0", "address", relayClientMAC},
-		{"ip", "link", "set", "cl0", "up"},
-	} {
-		if err := ns.Run(ctx, st[0], st[1:]...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ns := clientNS(t, ctx, rack.NS, lab.ServersBridge, "e2erl-cl", "cl", relayClientMAC)
 	newClient := func() *nclient4.Client {
 		var (
 			c   *nclient4.Client

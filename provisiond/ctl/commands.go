@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -150,6 +151,9 @@ func netbootName(n *pb.Netboot) string {
 // ---------------------------------------------------------------- hardware
 
 func (e *env) hardware(ctx context.Context, args []string) error {
+	if len(args) == 1 && len(e.o.labels) > 0 {
+		return errors.New("--label filters the list: give no hardware id with it")
+	}
 	if len(args) == 1 {
 		h, err := e.c.GetHardware(ctx, &pb.GetHardwareRequest{Id: args[0]})
 		if err != nil {
@@ -160,7 +164,7 @@ func (e *env) hardware(ctx context.Context, args []string) error {
 		}
 		return e.showHardware(h)
 	}
-	resp, err := e.c.ListHardware(ctx, &pb.ListHardwareRequest{})
+	resp, err := e.c.ListHardware(ctx, &pb.ListHardwareRequest{Labels: e.o.labels})
 	if err != nil {
 		return err
 	}

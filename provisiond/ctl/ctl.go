@@ -25,7 +25,8 @@ import (
 const usage = `Usage: provisiond ctl [flags] COMMAND [ARGS]
 
 Commands:
-  hardware [ID]                     list hardware, or show one
+  hardware [ID]                     list hardware (--label: only those carrying
+                                    the labels), or show one
   machines [ID]                     list machines, or show one with its actions
   templates [ID]                    list templates, or show one with its content
   workflows HARDWARE_ID             list the workflows of a hardware, oldest first
@@ -51,6 +52,8 @@ Flags (anywhere on the line):
   --timeout DURATION     how long to wait for the connection (default 10s)
   -o, --output FORMAT    table (default) or json
   -f, --follow           events: follow the workflow until it ends
+  -l, --label KEY=VALUE  hardware: list only hardware carrying this label with
+                         this value (repeat for several: all must match)
   --show-user-data       machines ID: print the user-data (it may hold secrets)
   --refresh              power: ask the BMC rather than print the last seen state
 `
@@ -62,12 +65,30 @@ type options struct {
 	timeout                                            time.Duration
 	output                                             string
 	follow, showUserData, refresh                      bool
+	labels                                             labelFlag
 	set                                                map[string]bool
+}
+
+// labelFlag collects --label KEY=VALUE flags.
+type labelFlag map[string]string
+
+func (l labelFlag) String() string { return sortedMap(l) }
+
+func (l labelFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("label %q: want KEY=VALUE", s)
+	}
+	if old, dup := l[k]; dup && old != v {
+		return fmt.Errorf("label %s given twice, as %q and %q", k, old, v)
+	}
+	l[k] = v
+	return nil
 }
 
 // parse reads flags and positional arguments in any order.
 func parse(args []string, stderr io.Writer) (*options, []string, error) {
-	o := &options{set: map[string]bool{}}
+	o := &options{set: map[string]bool{}, labels: labelFlag{}}
 	fs := flag.NewFlagSet("provisiond ctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.endpoint, "endpoint", "", "")
@@ -83,6 +104,8 @@ func parse(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.BoolVar(&o.follow, "follow", false, "")
 	fs.BoolVar(&o.showUserData, "show-user-data", false, "")
 	fs.BoolVar(&o.refresh, "refresh", false, "")
+	fs.Var(o.labels, "l", "")
+	fs.Var(o.labels, "label", "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {

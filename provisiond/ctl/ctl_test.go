@@ -135,7 +135,7 @@ func lab(t *testing.T) (*testDaemon, string) {
 			Interfaces: []*pb.Interface{{Mac: mac, Ip: fmt.Sprintf("10.0.0.%d/24", i+11), Gateway: "10.0.0.1", NameServers: []string{"10.0.0.1"}}},
 			Disks:      []string{"/dev/sda"},
 			Bmc:        &pb.BMC{Driver: "ipmi", Address: fmt.Sprintf("10.1.0.%d", i+11), Username: "admin", Password: bmcPassword},
-			Labels:     map[string]string{"rack": "r1"},
+			Labels:     map[string]string{"rack": "r1", "role": []string{"web", "db"}[i]},
 		}})
 		if err != nil {
 			t.Fatalf("create hardware: %v", err)
@@ -194,6 +194,8 @@ func TestTables(t *testing.T) {
 	tests := map[string][]string{
 		"hardware":          {"hardware"},
 		"hardware_one":      {"hardware", "server-1"},
+		"hardware_label":    {"hardware", "--label", "role=db", "-l", "rack=r1"},
+		"hardware_nolabel":  {"hardware", "--label", "role=none"},
 		"machines":          {"machines"},
 		"machines_one":      {"machines", "server-1"},
 		"templates":         {"templates"},
@@ -497,6 +499,21 @@ func TestErrors(t *testing.T) {
 			env:  d.env(),
 			args: []string{"-o", "yaml", "hardware"},
 			want: []string{"want table or json"},
+		},
+		"label without a value": {
+			env:  d.env(),
+			args: []string{"hardware", "--label", "rack"},
+			want: []string{`label "rack": want KEY=VALUE`},
+		},
+		"label twice": {
+			env:  d.env(),
+			args: []string{"hardware", "-l", "rack=r1", "-l", "rack=r2"},
+			want: []string{"label rack given twice"},
+		},
+		"label with an id": {
+			env:  d.env(),
+			args: []string{"hardware", "server-1", "-l", "rack=r1"},
+			want: []string{"give no hardware id"},
 		},
 	}
 	for name, tc := range tests {

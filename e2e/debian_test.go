@@ -225,12 +225,11 @@ echo "== ipv4"; ip -4 -o addr show scope global
 func checkDebian(t *testing.T, ctx context.Context, ns *lab.NetNS, key string, s *lab.Server) {
 	t.Helper()
 	ip := strings.Split(s.Address, "/")[0]
-	args := []string{"-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "debian@" + ip, debianChecks}
+	sh := &vmShell{ns: ns, key: key, user: "debian", addr: ip}
 	var out []byte
 	var err error
 	for try := 0; try < 6; try++ { // sshd may still be starting when phone_home has run
-		if out, err = ns.Command(ctx, "ssh", args...).CombinedOutput(); err == nil {
+		if out, err = sh.command(ctx, debianChecks).CombinedOutput(); err == nil {
 			break
 		}
 		time.Sleep(5 * time.Second)

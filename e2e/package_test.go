@@ -478,16 +478,22 @@ func applySettings(installed, block string) (string, error) {
 	return strings.Join(append(lines, added...), "\n") + "\n", nil
 }
 
-// vmShell runs shell scripts as root on the VM over ssh, from the namespace.
+// vmShell runs commands on a VM over ssh, from the namespace, as user
+// (root when empty) with key.
 type vmShell struct {
 	ns   *lab.NetNS
 	key  string
+	user string
 	addr string
 }
 
 func (s *vmShell) command(ctx context.Context, remote string) *exec.Cmd {
+	user := s.user
+	if user == "" {
+		user = "root"
+	}
 	return s.ns.Command(ctx, "ssh", "-i", s.key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "root@"+s.addr, remote)
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", user+"@"+s.addr, remote)
 }
 
 // run runs script with bash on the VM and returns its output. The script

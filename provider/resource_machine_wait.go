@@ -248,10 +248,10 @@ func timeline(w *pb.Workflow, now time.Time) string {
 	if w.GetFinishedAt() != nil {
 		end = w.GetFinishedAt().AsTime()
 	}
+	created := w.GetCreatedAt().AsTime()
 	var b strings.Builder
 	fmt.Fprintf(&b, "Where workflow %s got to: %s", w.GetId(), reached(w))
 	if w.GetCreatedAt() != nil {
-		created := w.GetCreatedAt().AsTime()
 		fmt.Fprintf(&b, ", %s after it was created at %s", span(end.Sub(created)), created.UTC().Format(time.RFC3339))
 	}
 	b.WriteString(".")
@@ -259,7 +259,6 @@ func timeline(w *pb.Workflow, now time.Time) string {
 		return b.String() // a deprovision with nothing to wipe boots nothing
 	}
 	if w.GetCreatedAt() != nil {
-		created := w.GetCreatedAt().AsTime()
 		switch {
 		case w.GetStartedAt() != nil:
 			fmt.Fprintf(&b, "\n- boot into the agent OS: %s, until the agent called in", span(w.GetStartedAt().AsTime().Sub(created)))
